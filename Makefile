@@ -1,0 +1,60 @@
+# opsproof — the two commands a newcomer needs: `make daily` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.setup-stamp
+NPMSTAMP:= node_modules/.npm-stamp
+
+.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance report bench test clean
+
+setup: $(STAMP) $(NPMSTAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+$(NPMSTAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPMSTAMP)
+
+stack: setup
+	$(BIN)/opsproof stack up
+
+stack-down: setup
+	$(BIN)/opsproof stack down
+
+plane: stack
+	$(BIN)/opsproof plane up
+
+plane-down: setup
+	$(BIN)/opsproof plane down
+
+# The main job: bring up the embedded default when no target is configured, run the daily suite.
+daily: setup
+	$(BIN)/opsproof daily
+
+gate: setup
+	$(BIN)/pytest -m gate
+
+drills: plane
+	$(BIN)/pytest -m drill
+
+acceptance: plane
+	$(BIN)/pytest -m acceptance
+
+report: setup
+	$(BIN)/opsproof report
+
+bench: setup
+	$(BIN)/python bench/bench_seed.py
+
+# The project's own tests (engine units, suite-vs-stack, fault injection). Leaves nothing running.
+test: setup
+	$(BIN)/pytest tests -p no:randomly -q
+
+clean:
+	-$(BIN)/opsproof plane down
+	-$(BIN)/opsproof stack down
+	rm -rf .opsproof reports

@@ -1,0 +1,3 @@
+"""opsproof: operate and prove a Supabase-backed autonomous TMS."""
+
+__version__ = "0.1.0"

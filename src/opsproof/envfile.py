@@ -1,0 +1,30 @@
+"""KEY=VALUE files (the stack's and plane's connection details)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def read_env(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    out: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def write_env(path: Path, values: dict[str, str]) -> None:
+    """Write atomically with mode 0600 (the file holds secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        for key, value in values.items():
+            fh.write(f"{key}={value}\n")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""The embedded default target: a private Supabase-shaped PostgreSQL cluster (+ streaming replica)."""

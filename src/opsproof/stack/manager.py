@@ -1,0 +1,286 @@
+"""`opsproof stack`: bring the embedded Supabase-shaped target up, down, report it, rebuild it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+
+from opsproof import paths
+from opsproof.envfile import read_env, write_env
+from opsproof.errors import OpsproofError
+from opsproof.stack import backup, ports, secrets
+from opsproof.stack.binaries import find_bindir
+from opsproof.stack.cluster import Instance
+from opsproof.stack.osuser import RunAs, can_traverse, resolve
+from opsproof.stack.supabase_cli import db_push
+
+BOOTSTRAP_SQL = Path(__file__).with_name("sql") / "bootstrap.sql"
+REPLICATION_SLOT = "opsproof_replica"
+
+
+def dsn(user: str, password: str, port: int, db: str = "postgres") -> str:
+    return f"postgresql://{user}:{quote(password, safe='')}@127.0.0.1:{port}/{db}"
+
+
+@dataclass
+class StackState:
+    bindir: str
+    runas: str
+    datadir: str
+    port: int
+    replica_port: int
+
+    @classmethod
+    def load(cls, path: Path) -> "StackState | None":
+        if not path.exists():
+            return None
+        return cls(**json.loads(path.read_text()))
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.__dict__, indent=2))
+
+
+class Stack:
+    def __init__(self, home: Path | None = None):
+        self.dir = (home / "stack") if home else paths.stack_dir()
+        self.state_file = self.dir / "state.json"
+        self.env_file = self.dir / "env"
+        self.backups = self.dir.parent / "backups"
+
+    # -- layout ---------------------------------------------------------------
+    def _data_root(self, runas: RunAs) -> Path:
+        """Data lives under .opsproof/stack/data unless the server account can't reach it (e.g. under /root)."""
+        root = self.dir / "data"
+        if can_traverse(self.dir, runas):
+            return root
+        import hashlib
+
+        return Path("/var/tmp") / f"opsproof-{hashlib.sha256(str(self.dir).encode()).hexdigest()[:10]}"
+
+    def _instances(self, state: StackState) -> tuple[Instance, Instance]:
+        runas = resolve(state.runas)
+        data = Path(state.datadir)
+        primary = Instance("primary", data / "primary", self.dir / "logs" / "primary.log", state.port,
+                           Path(state.bindir), runas)
+        replica = Instance("replica", data / "replica", self.dir / "logs" / "replica.log", state.replica_port,
+                           Path(state.bindir), runas)
+        return primary, replica
+
+    def state(self) -> StackState | None:
+        return StackState.load(self.state_file)
+
+    def env(self) -> dict[str, str]:
+        return read_env(self.env_file)
+
+    # -- lifecycle --------------------------------------------------------------
+    def up(self, *, port: int | None = None, seed_days: int = 35, requests_per_day: int = 20000,
+           seed: int = 42, log=print) -> dict:
+        state = self.state()
+        if state is not None:
+            primary, replica = self._instances(state)
+            if primary.exists():
+                return self._start_existing(state, primary, replica, port, log)
+        return self._create(port=port, seed_days=seed_days, requests_per_day=requests_per_day, seed=seed, log=log)
+
+    def _start_existing(self, state, primary, replica, port, log) -> dict:
+        if primary.running() and replica.running():
+            log(f"stack already running: primary 127.0.0.1:{state.port}, replica 127.0.0.1:{state.replica_port}")
+            return self.status()
+        changed = False
+        if not primary.running():
+            if port and port != state.port or not ports.is_free(state.port):
+                state.port = ports.claim(port)
+                changed = True
+            primary.port = state.port
+            primary.start()
+        if not replica.running() and replica.exists():
+            if not ports.is_free(state.replica_port):
+                state.replica_port = ports.claim(None, avoid={state.port})
+                changed = True
+            replica.port = state.replica_port
+            self._point_replica_at(replica, state.port)
+            replica.start()
+        if changed:
+            state.save(self.state_file)
+            self._write_env(state, self.env())
+        log(f"stack started: primary 127.0.0.1:{state.port}, replica 127.0.0.1:{state.replica_port}")
+        return self.status()
+
+    def _create(self, *, port, seed_days, requests_per_day, seed, log) -> dict:
+        bindir = find_bindir()          # exit 2 before anything is created
+        runas = resolve(os.environ.get("OPSPROOF_PG_USER"))
+        chosen = ports.claim(port)
+        replica_port = ports.claim(None, avoid={chosen})
+        t0 = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        data_root = self._data_root(runas)
+        data_root.mkdir(parents=True, exist_ok=True)
+        runas.chown(data_root)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        runas.chown(self.dir / "logs")
+        state = StackState(bindir=str(bindir), runas=runas.name, datadir=str(data_root),
+                           port=chosen, replica_port=replica_port)
+        values = secrets.generate()
+        primary, replica = self._instances(state)
+        try:
+            self._initdb(primary, runas, values["POSTGRES_PASSWORD"])
+            primary.start()
+            state.save(self.state_file)
+            self._write_env(state, values)
+            admin = dsn("postgres", values["POSTGRES_PASSWORD"], chosen)
+            self._bootstrap(admin, values)
+            log("bootstrapped Supabase roles and auth schema")
+            db_push(admin)
+            log("applied supabase/migrations with `supabase db push`")
+            self._register_keys(admin, values)
+            self._make_replica(primary, replica, runas, values["REPLICATOR_PASSWORD"])
+            log(f"streaming replica on 127.0.0.1:{replica_port}")
+            if seed_days > 0:
+                from opsproof.stack.seed import seed as run_seed
+
+                with psycopg.connect(admin) as conn:
+                    counts = run_seed(conn, days=seed_days, requests_per_day=requests_per_day, seed=seed)
+                log(f"seeded {seed_days} days of healthy telemetry ({counts.get('requests', '?')} requests)")
+            info = backup.take(admin, self.backups, bindir)
+            log(f"backup {info['location']} ({info['bytes']} bytes) recorded in ops.backups")
+        except BaseException:
+            primary.destroy()
+            replica.destroy()
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if data_root != self.dir / "data":
+                shutil.rmtree(data_root, ignore_errors=True)
+            raise
+        log(f"stack up in {time.monotonic() - t0:.1f}s: primary 127.0.0.1:{chosen}, replica 127.0.0.1:{replica_port}")
+        return self.status()
+
+    def _initdb(self, primary: Instance, runas: RunAs, password: str) -> None:
+        primary.datadir.parent.mkdir(parents=True, exist_ok=True)
+        runas.chown(primary.datadir.parent)
+        pwfile = primary.datadir.parent / ".pwfile"
+        pwfile.write_text(password + "\n")
+        os.chmod(pwfile, 0o600)
+        runas.chown(pwfile)
+        try:
+            res = runas.run([str(primary.bindir / "initdb"), "-D", str(primary.datadir), "-U", "postgres",
+                             "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=peer",
+                             "--encoding=UTF8", "--locale=C", "--no-sync"], timeout=120)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if res.returncode != 0:
+            raise OpsproofError(f"initdb failed: {res.stderr.strip()[-500:]}")
+
+    def _bootstrap(self, admin: str, values: dict[str, str]) -> None:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(BOOTSTRAP_SQL.read_text())
+            for role, key in (("authenticator", "AUTHENTICATOR_PASSWORD"), ("replicator", "REPLICATOR_PASSWORD"),
+                              ("supabase_admin", "POSTGRES_PASSWORD")):
+                conn.execute(psycopg.sql.SQL("alter role {} password {}").format(
+                    psycopg.sql.Identifier(role), psycopg.sql.Literal(values[key])))
+
+    def _register_keys(self, admin: str, values: dict[str, str]) -> None:
+        """Store each service account's key fingerprint (never the key) in ops.service_accounts."""
+        with psycopg.connect(admin) as conn:
+            for account in secrets.SERVICE_ACCOUNTS:
+                conn.execute("update ops.service_accounts set key_fingerprint = %s, rotated_at = now() where name = %s",
+                             (secrets.fingerprint(values[secrets.env_key_for(account)]), account))
+
+    def _make_replica(self, primary: Instance, replica: Instance, runas: RunAs, password: str) -> None:
+        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+            conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s",
+                         (REPLICATION_SLOT,))
+        env = dict(os.environ, PGPASSWORD=password)
+        res = runas.run([str(primary.bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
+                         "-U", "replicator", "-D", str(replica.datadir), "-R", "-X", "stream", "-C",
+                         "-S", REPLICATION_SLOT, "--no-sync", "--checkpoint=fast"], env=env, timeout=300)
+        if res.returncode != 0:
+            raise OpsproofError(f"pg_basebackup failed: {res.stderr.strip()[-500:]}")
+        os.chmod(replica.datadir, 0o700)
+        self._point_replica_at(replica, primary.port)
+        replica.start()
+
+    def _point_replica_at(self, replica: Instance, primary_port: int) -> None:
+        """Rewrite primary_conninfo's port (the primary may have moved to a free port on restart)."""
+        auto = replica.datadir / "postgresql.auto.conf"
+        if not auto.exists():
+            return
+        import re
+
+        text = auto.read_text()
+        new = re.sub(r"port=\d+", f"port={primary_port}", text)
+        if new != text:
+            auto.write_text(new)
+
+    def _write_env(self, state: StackState, values: dict[str, str]) -> None:
+        out = {
+            "OPSPROOF_TARGET": "embedded",
+            "SUPABASE_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.port),
+            "OPSPROOF_REPLICA_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.replica_port),
+            "OPSPROOF_AUTHENTICATOR_DB_URL": dsn("authenticator", values["AUTHENTICATOR_PASSWORD"], state.port),
+        }
+        out.update({k: values[k] for k in secrets.SECRET_KEYS if k in values})
+        write_env(self.env_file, out)
+
+    def admin_dsn(self) -> str:
+        return self.env()["SUPABASE_DB_URL"]
+
+    def down(self, log=print) -> bool:
+        state = self.state()
+        if state is None:
+            log("stack is not created")
+            return False
+        primary, replica = self._instances(state)
+        stopped = replica.running() or primary.running()
+        replica.stop()
+        primary.stop()
+        log("stack stopped" if stopped else "stack was not running")
+        return stopped
+
+    def destroy(self) -> None:
+        state = self.state()
+        if state is not None:
+            primary, replica = self._instances(state)
+            replica.destroy()
+            primary.destroy()
+            data = Path(state.datadir)
+            shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.backups, ignore_errors=True)
+
+    def reset(self, **kwargs) -> dict:
+        self.destroy()
+        return self.up(**kwargs)
+
+    def status(self) -> dict:
+        state = self.state()
+        if state is None:
+            return {"created": False, "healthy": False, "problems": ["stack not created: run `opsproof stack up`"]}
+        primary, replica = self._instances(state)
+        out: dict = {"created": True, "port": state.port, "replica_port": state.replica_port,
+                     "datadir": state.datadir, "runs_as": state.runas,
+                     "primary": {"running": primary.running(), "pid": primary.pid()},
+                     "replica": {"running": replica.running(), "pid": replica.pid()}, "problems": []}
+        if not primary.running():
+            out["problems"].append("primary not running")
+        if not replica.running():
+            out["problems"].append("replica not running")
+        if primary.running():
+            try:
+                with psycopg.connect(self.admin_dsn(), connect_timeout=5) as conn:
+                    rows = conn.execute("select application_name, state, "
+                                        "pg_wal_lsn_diff(sent_lsn, replay_lsn)::bigint from pg_stat_replication").fetchall()
+                    migrations = conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0]
+                out["replication"] = [{"application": r[0], "state": r[1], "replay_lag_bytes": r[2]} for r in rows]
+                out["migrations_applied"] = migrations
+                if not any(r[1] == "streaming" for r in rows):
+                    out["problems"].append("replica not streaming")
+            except psycopg.Error as exc:
+                out["problems"].append(f"primary not answering: {str(exc).strip().splitlines()[0]}")
+        out["healthy"] = not out["problems"]
+        return out
