@@ -14,18 +14,39 @@ app = typer.Typer(help="Operate and prove a Supabase-backed autonomous TMS.", no
 app.add_typer(stack_app, name="stack")
 
 
-def _mount_optional() -> None:
-    """Sub-apps whose modules may import heavier deps are mounted here."""
-    from opsproof.plane.cli import app as plane_app
+def _suite_command(marker: str, help_text: str, with_plane: bool = True):
+    @app.command(marker if marker != "drill" else "drills", help=help_text,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def _run(ctx: typer.Context) -> None:
+        from opsproof.runner import run_suite
 
-    app.add_typer(plane_app, name="plane")
+        raise typer.Exit(run_suite(marker, list(ctx.args), with_plane=with_plane))
+
+    return _run
+
+
+_suite_command("daily", "Run `pytest -m daily` (brings up the embedded default when no target is configured).")
+_suite_command("gate", "Run the CI gate subset `pytest -m gate`.")
+_suite_command("drill", "Run the weekly drills `pytest -m drill`.")
+_suite_command("acceptance", "Run the done-done acceptance `pytest -m acceptance`.")
+
+
+def _mount_optional() -> None:
+    """Sub-apps whose modules import heavier deps are mounted lazily, each on its own."""
+    import importlib
+
+    for name, module in (("evidence", "opsproof.evidence.cli"), ("plane", "opsproof.plane.cli"),
+                         ("levers", "opsproof.levers.cli"), ("incident", "opsproof.levers.incident_cli"),
+                         ("cadence", "opsproof.levers.cadence_cli")):
+        try:
+            sub = importlib.import_module(module).app
+        except ImportError:
+            continue
+        app.add_typer(sub, name=name)
 
 
 def main() -> None:
-    try:
-        _mount_optional()
-    except ImportError:
-        pass
+    _mount_optional()
     try:
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)

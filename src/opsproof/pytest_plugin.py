@@ -1,6 +1,28 @@
-"""The opsproof pytest plugin: markers (strict), options, control metadata, evidence hooks."""
+"""The opsproof pytest plugin: strict markers, options, control metadata, evidence recording and the pack.
+
+A run is a *suite run* when it collects from checks/, drills/ or acceptance/ (e.g. `pytest -m daily`);
+only suite runs connect to a target and write an evidence pack. The project's own tests (tests/) see
+the markers and nothing else.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from opsproof import __version__, clock
+from opsproof.errors import OpsproofError
+from opsproof.recorder import ARTIFACT_KEY, CONTROL_KEY, RECORD_KEY, MeasurementError
+
+SUITE_DIRS = ("checks", "drills", "acceptance")
+SUITE_KINDS = ("daily", "gate", "drill", "acceptance", "monthly")
+AREAS = ("flags", "budgets", "slo", "watchlist", "security", "cadence")
 
 MARKERS = {
     "daily": "daily guardrail/SLO/security controls (cron)",
@@ -18,6 +40,358 @@ MARKERS = {
 }
 
 
+def pytest_addoption(parser):
+    g = parser.getgroup("opsproof")
+    g.addoption("--target", choices=("embedded", "env"), default=None,
+                help="embedded (the private stack, default) or env (SUPABASE_* settings)")
+    g.addoption("--policy", default=None, help="posture policy file (default: opsproof.toml)")
+    g.addoption("--window", default="24h", help="measurement window ending now (e.g. 24h, 6h, 7d)")
+    g.addoption("--evidence-dir", default=None, help="evidence root (default: reports/evidence)")
+    g.addoption("--date", default=None, help="evidence date YYYY-MM-DD (default: today UTC)")
+    g.addoption("--no-evidence", action="store_true", help="do not write an evidence pack")
+    g.addoption("--allow-drills-on-production", action="store_true",
+                help="let drills run on a target marked production (the policy must allow it too)")
+    g.addoption("--dry-run", action="store_true", help="drills print what they would change and change nothing")
+
+
+# -- configuration ---------------------------------------------------------------
+
+def _is_suite(config) -> bool:
+    root = Path(str(config.rootpath))
+    for arg in config.args:
+        path = Path(arg.split("::")[0])
+        path = path if path.is_absolute() else (Path(config.invocation_params.dir) / path)
+        path = path.resolve()
+        for d in SUITE_DIRS:
+            base = (root / d).resolve()
+            if path == base or base in path.parents:
+                return True
+    return False
+
+
+def _suite_kind(config) -> str:
+    expr = config.getoption("markexpr") or ""
+    for kind in SUITE_KINDS:
+        if kind in expr.replace("(", " ").replace(")", " ").split():
+            return kind
+    return "daily"
+
+
+_ACTIVE: "SuiteState | None" = None
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    global _ACTIVE
     for name, help_text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {help_text}")
+    config._opsproof = None
+    if not _is_suite(config):
+        return
+    from opsproof import policy as policy_mod
+    from opsproof.config import load_settings
+
+    try:
+        policy_path = Path(config.getoption("policy") or (Path(str(config.rootpath)) / "opsproof.toml"))
+        pol = policy_mod.load(policy_path)
+        window = clock.parse_window(config.getoption("window"))
+        day = clock.parse_date(config.getoption("date"))
+        settings = load_settings(config.getoption("target"))
+    except OpsproofError as exc:
+        pytest.exit(f"opsproof: {exc}", returncode=exc.exit_code)
+    state = SuiteState(config=config, policy=pol, settings=settings, window=window, day=day,
+                       kind=_suite_kind(config))
+    config._opsproof = state
+    _ACTIVE = state
+    if _is_worker(config):
+        return
+    if not config.getoption("no_evidence"):
+        state.open_pack()
+
+
+def _is_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class SuiteState:
+    """Everything a suite run shares: policy, settings, window, the pack being written."""
+
+    def __init__(self, *, config, policy, settings, window, day, kind):
+        self.config = config
+        self.policy = policy
+        self.settings = settings
+        self.window = window
+        self.day = day
+        self.kind = kind
+        self.run_id = os.environ.get("OPSPROOF_RUN_ID") or uuid.uuid4().hex[:12]
+        self.started = clock.now()
+        self.results: list[dict] = []
+        self.artifacts: dict[str, object] = {}
+        self.pack = None
+        self.target = None
+        self.pack_path: Path | None = None
+        self.root = Path(config.getoption("evidence_dir") or (Path(str(config.rootpath)) / "reports" / "evidence"))
+
+    # file names inside the day's pack; the daily run owns the un-suffixed ones
+    def name(self, base: str, ext: str) -> str:
+        return f"{base}.{ext}" if self.kind == "daily" else f"{base}-{self.kind}.{ext}"
+
+    def open_pack(self) -> None:
+        from opsproof.evidence.pack import PackWriter
+
+        self.pack = PackWriter(self.root, self.day)
+        staging = Path(self.pack.staging)
+        self._carry_over(staging)
+        opt = self.config.option
+        opt.htmlpath = str(staging / self.name("report", "html"))
+        opt.self_contained_html = True
+        opt.xmlpath = str(staging / self.name("junit", "xml"))
+        if hasattr(opt, "allure_report_dir"):
+            opt.allure_report_dir = str(staging / (self.name("allure-results", "d")[:-2]))
+            opt.clean_alluredir = True
+
+    def _carry_over(self, staging: Path) -> None:
+        """Keep what other run kinds wrote into today's pack (drills/, acceptance.json, the daily results...)."""
+        import shutil
+
+        current = self.root / self.day.isoformat()
+        if not current.is_dir():
+            return
+        mine = {self.name("results", "json"), self.name("report", "html"), self.name("junit", "xml"), "manifest.json"}
+        mine_dirs = {self.name("allure-results", "d")[:-2], self.name("allure-report", "d")[:-2]}
+        if self.kind == "daily":
+            mine |= {"flags.json", "slo_snapshot.json", "outbox_lag.json", "alerts.sql.out", "trace-sample.txt",
+                     "audit_digest.json", "advisors.json"}
+        for src in current.rglob("*"):
+            rel = src.relative_to(current)
+            if src.is_dir() or str(rel) in mine or rel.parts[0] in mine_dirs:
+                continue
+            dst = staging / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+CONTRACT_TABLES = ("ops.feature_flags", "ops.flag_overrides", "ops.budgets", "ops.requests", "ops.health_probes",
+                   "ops.outbox", "ops.agent_tasks", "ops.dlq", "ops.dlq_replays", "ops.spans", "ops.ci_events",
+                   "ops.alerts", "ops.backups", "ops.service_accounts")
+
+
+def pytest_sessionstart(session):
+    """Suite runs: reach the target before any check runs; unreachable/wrong credentials/no contract = exit 2."""
+    st = _state(session.config)
+    if st is None:
+        return
+    from opsproof.target.db import Target
+
+    if st.settings.db_url is None:
+        hint = ("the embedded stack is not up: run `opsproof stack up` (or `make daily`)"
+                if st.settings.target == "embedded" else "SUPABASE_DB_URL is not set")
+        pytest.exit(f"opsproof: no target: {hint}", returncode=2)
+    try:
+        st.target = Target(st.settings.db_url.get_secret_value())
+    except OpsproofError as exc:
+        pytest.exit(f"opsproof: {exc}", returncode=exc.exit_code)
+    missing = [t for t in CONTRACT_TABLES if st.target.value("select to_regclass(%s) is null", (t,))]
+    if missing:
+        st.target.close()
+        pytest.exit(f"opsproof: the ops contract is missing on the target: {', '.join(missing)} "
+                    "(apply supabase/migrations with `supabase db push`)", returncode=2)
+
+
+def _state(config) -> SuiteState | None:
+    return getattr(config, "_opsproof", None)
+
+
+# -- collection: every check is a control -------------------------------------------
+
+def pytest_collection_modifyitems(config, items):
+    st = _state(config)
+    if st is None:
+        return
+    for item in items:
+        in_suite = any(part in SUITE_DIRS for part in Path(str(item.path)).parts[-3:])
+        if in_suite and item.get_closest_marker("control") is None:
+            raise pytest.UsageError(f"{item.nodeid}: every check needs @pytest.mark.control(id=..., title=...)")
+
+
+def control_of(item) -> dict | None:
+    marker = item.get_closest_marker("control")
+    if marker is None:
+        return None
+    kw = dict(marker.kwargs)
+    area = next((a for a in AREAS if item.get_closest_marker(a)), None) or ("drill" if item.get_closest_marker("drill") else "acceptance" if item.get_closest_marker("acceptance") else None)
+    return {"id": kw.get("id"), "title": kw.get("title", item.name), "severity": kw.get("severity", "normal"),
+            "frameworks": kw.get("frameworks", {}), "area": area, "nodeid": item.nodeid}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    ctl = control_of(item)
+    if ctl is None or _state(item.config) is None:
+        return
+    item.user_properties.append((CONTROL_KEY, ctl))
+    try:
+        import allure
+
+        allure.dynamic.epic(ctl["area"] or "opsproof")
+        allure.dynamic.feature(ctl["id"])
+        allure.dynamic.title(f"{ctl['id']} {ctl['title']}")
+        allure.dynamic.severity(_allure_severity(ctl["severity"]))
+        allure.dynamic.tag(*[f"{fw}:{c}" for fw, cs in ctl["frameworks"].items() for c in cs])
+    except Exception:
+        pass
+
+
+def _allure_severity(sev: str):
+    import allure
+
+    return {"critical": allure.severity_level.CRITICAL, "high": allure.severity_level.CRITICAL,
+            "blocker": allure.severity_level.BLOCKER, "medium": allure.severity_level.NORMAL,
+            "low": allure.severity_level.MINOR}.get(sev, allure.severity_level.NORMAL)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.excinfo.errisinstance((MeasurementError, OpsproofError)):
+        # cannot measure: one clear line, verdict "error" (never a pass, never a skip)
+        report.longrepr = f"CANNOT MEASURE: {call.excinfo.value}"
+        report.user_properties.append(("opsproof_error", str(call.excinfo.value)))
+
+
+# -- results (controller side; xdist ships user_properties from the workers) ----------
+
+def pytest_runtest_logreport(report):
+    st = _ACTIVE
+    if st is None or _is_worker(st.config):
+        return None
+    props = dict((k, v) for k, v in report.user_properties if k in (CONTROL_KEY,))
+    ctl = props.get(CONTROL_KEY)
+    if ctl is None:
+        return None
+    entry = st._entry(report.nodeid, ctl)
+    if report.when == "call" or (report.failed and report.when != "call") or report.skipped:
+        entry["records"].extend(v for k, v in report.user_properties if k == RECORD_KEY and v not in entry["records"])
+        for k, v in report.user_properties:
+            if k == ARTIFACT_KEY:
+                st.artifacts[v["name"]] = v["content"]
+        errors = [v for k, v in report.user_properties if k == "opsproof_error"]
+        entry["duration_s"] = round(entry.get("duration_s", 0) + report.duration, 3)
+        if errors or (report.failed and report.when != "call"):
+            entry["verdict"] = "error"
+            entry["message"] = errors[0] if errors else _short(report)
+        elif report.failed:
+            entry["verdict"] = "fail"
+            entry["message"] = _short(report)
+        elif report.skipped:
+            entry["verdict"] = "skipped"
+            entry["message"] = _short(report)
+        elif entry.get("verdict") not in ("fail", "error"):
+            entry["verdict"] = "pass"
+    return None
+
+
+def _short(report) -> str:
+    text = str(report.longrepr) if report.longrepr else ""
+    if hasattr(report, "longreprtext"):
+        text = report.longreprtext or text
+    lines = [ln for ln in text.splitlines() if ln.startswith("E ") or ln.startswith("CANNOT")]
+    if lines:
+        return lines[0].lstrip("E").strip()[:500]
+    return text.strip().splitlines()[-1][:500] if text.strip() else ""
+
+
+def _entry(self, nodeid: str, ctl: dict) -> dict:
+    for e in self.results:
+        if e["nodeid"] == nodeid:
+            return e
+    e = dict(ctl, records=[], verdict="pending")
+    self.results.append(e)
+    return e
+
+
+SuiteState._entry = _entry
+
+
+# -- pytest-html columns -----------------------------------------------------------
+
+def pytest_html_results_table_header(cells):
+    cells.insert(1, "<th>Control</th>")
+    cells.insert(2, "<th>Measured</th>")
+    cells.insert(3, "<th>Threshold</th>")
+
+
+def pytest_html_results_table_row(report, cells):
+    ctl = next((v for k, v in report.user_properties if k == CONTROL_KEY), {}) or {}
+    recs = [v for k, v in report.user_properties if k == RECORD_KEY]
+    measured = "; ".join(f"{r['name']}={r['measured']}" for r in recs)
+    threshold = "; ".join(f"{r['threshold']}" for r in recs)
+    from html import escape
+
+    cells.insert(1, f"<td>{escape(str(ctl.get('id', '')))}</td>")
+    cells.insert(2, f"<td>{escape(measured[:300])}</td>")
+    cells.insert(3, f"<td>{escape(threshold[:200])}</td>")
+
+
+def pytest_html_report_title(report):
+    report.title = "opsproof evidence report"
+
+
+# -- the pack ------------------------------------------------------------------------
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    st = _state(config)
+    if st is None or _is_worker(config) or st.pack is None:
+        return
+    if not st.results:
+        st.pack.abort()
+        return
+    _write_pack(st)
+
+
+def _write_pack(st: SuiteState) -> None:
+    from opsproof.evidence import allure as allure_mod
+    from opsproof.evidence.retention import prune
+
+    pack = st.pack
+    staging = Path(pack.staging)
+    for name, content in sorted(st.artifacts.items()):
+        if isinstance(content, (dict, list)):
+            pack.add_json(name, content)
+        else:
+            pack.add_text(name, str(content))
+    summary = {k: sum(1 for r in st.results if r["verdict"] == k) for k in ("pass", "fail", "error", "skipped")}
+    results = {
+        "suite": st.kind, "run_id": st.run_id, "date": st.day.isoformat(),
+        "window": {"length_s": st.window.total_seconds(), "to": st.started.isoformat(),
+                   "from": (st.started - st.window).isoformat()},
+        "green": summary["fail"] == 0 and summary["error"] == 0 and summary["pass"] > 0,
+        "summary": summary, "controls": sorted(st.results, key=lambda r: (r.get("id") or "", r["nodeid"])),
+    }
+    pack.add_json(st.name("results", "json"), results)
+    allure_dir = staging / st.name("allure-results", "d")[:-2]
+    if allure_dir.is_dir() and any(allure_dir.iterdir()) and os.environ.get("OPSPROOF_NO_ALLURE_HTML") != "1":
+        allure_mod.generate(allure_dir, staging / st.name("allure-report", "d")[:-2])
+    metadata = {"target": st.settings.target, "host": st.settings.host(), "opsproof_version": __version__,
+                "policy": st.policy.source, "policy_sha256": st.policy.sha256, "run_id": st.run_id,
+                "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),
+                "finished": clock.now().isoformat(), "green": results["green"]}
+    try:
+        path = pack.commit(metadata, secrets=st.settings.secret_values())
+    except OpsproofError as exc:
+        pack.abort()
+        print(f"\nopsproof: evidence pack NOT written: {exc}")
+        return
+    st.pack_path = Path(path)
+    prune(st.root, st.day, keep_days=st.policy.evidence.retention_days,
+          compress_after_days=st.policy.evidence.compress_after_days)
+    print(f"\nopsproof: evidence pack {path} ({'GREEN' if results['green'] else 'RED'}: {summary})")
+    report = Path(path) / st.name("report", "html")
+    if report.exists():
+        print(f"opsproof: report {report}")
+    if not results["green"]:
+        from opsproof.alerting import post_run_failure
+
+        post_run_failure(st.settings, results, report)

@@ -1,0 +1,49 @@
+"""Guardrail flags: every required flag holds its policy value — on the *effective* flags (an unexpired override counts)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from opsproof.measure import ops as measure
+from opsproof.recorder import MeasurementError
+
+
+def pytest_generate_tests(metafunc):
+    if "flag_key" in metafunc.fixturenames:
+        st = getattr(metafunc.config, "_opsproof", None)
+        keys = sorted(st.policy.flags) if st else []
+        metafunc.parametrize("flag_key", keys)
+
+
+@pytest.fixture(scope="module")
+def flags(target):
+    return measure.effective_flags(target)
+
+
+@pytest.mark.daily
+@pytest.mark.gate
+@pytest.mark.flags
+@pytest.mark.control(id="FLG-001", title="Required guardrail flag holds its policy value (effective)",
+                     severity="critical", frameworks={"SOC2": ["CC8.1", "CC7.2"], "ISO27001": ["A.8.32"]})
+def test_required_flag(flag_key, flags, policy, target, evidence):
+    evidence.artifact("flags.json", {
+        "effective_flags": {k: f.model_dump(mode="json") for k, f in flags.items()},
+        "budgets": measure.budgets(target),
+        "policy": {"flags": policy.flags, "budgets": policy.budgets.model_dump()},
+    })
+    state = flags.get(flag_key)
+    if state is None:
+        raise MeasurementError(f"flag {flag_key} is missing from ops.feature_flags")
+    expected = policy.flags[flag_key]
+    ok = state.value == expected
+    evidence.record(name=flag_key, measured=state.value, threshold=f"== {json.dumps(expected)}", verdict=ok,
+                    query=measure.QUERIES["effective_flags"],
+                    detail={"base_value": state.base_value, "overridden": state.overridden,
+                            "override_owner": state.override_owner, "updated_by": state.updated_by})
+    if not ok:
+        who = (f"override by {state.override_owner} ({state.override_reason}) until {state.override_expires_at}"
+               if state.overridden else f"last changed by {state.updated_by} at {state.updated_at}")
+        raise AssertionError(f"{flag_key} drifted: expected {json.dumps(expected)}, "
+                             f"effective {json.dumps(state.value)}; {who}")

@@ -1,0 +1,77 @@
+"""Allure HTML from a pack's allure-results with the pinned Allure 3 CLI (npm `allure`, package.json).
+
+Allure 3: `allure generate <results> -o <out>` makes a static folder (index.html + assets);
+`allure awesome <results> -o <out> --single-file` makes one self-contained index.html.
+(`allure quality-gate` crashes on Node 20: not used.)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets as _random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from opsproof.paths import project_dir
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@dataclass
+class AllureResult:
+    """Truthy when the report was generated; `reason` says why not (one line)."""
+
+    ok: bool
+    reason: str = ""
+    out_dir: Path | None = None
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def allure_bin(project: Path | None = None) -> Path:
+    return (project or project_dir()) / "node_modules" / ".bin" / "allure"
+
+
+def generate(results_dir: Path | str, out_dir: Path | str, *, single_file: bool = False,
+             timeout: float = 300, project: Path | None = None) -> AllureResult:
+    """Generate the Allure report of results_dir into out_dir (replaced if present). Never raises for a
+    missing tool or a failed run: returns a falsy AllureResult with the reason."""
+    results, out = Path(results_dir).resolve(), Path(out_dir).resolve()
+    binary = allure_bin(project)
+    if not binary.exists():
+        return AllureResult(False, f"allure CLI not found at {binary} (run `npm ci` in the project dir)")
+    node = shutil.which("node")
+    if node is None:
+        return AllureResult(False, "node not found on PATH (Allure 3 is an npm tool; install Node.js >= 20)")
+    if not results.is_dir() or not any(results.glob("*-result.json")):
+        return AllureResult(False, f"no Allure results in {results}")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_name(f".allure-tmp-{_random.token_hex(4)}")
+    argv = ([node, str(binary), "awesome", "--single-file"] if single_file else [node, str(binary), "generate"])
+    argv += [str(results), "-o", str(tmp_out)]
+    env = dict(os.environ, NO_COLOR="1", FORCE_COLOR="0")
+    cwd = tempfile.mkdtemp(prefix="opsproof-allure-")  # so no allurerc/stray output is picked up or left behind
+    try:
+        try:
+            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return AllureResult(False, f"allure timed out after {timeout:.0f}s")
+        except OSError as exc:
+            return AllureResult(False, f"could not run allure: {exc.strerror or exc}")
+        if proc.returncode != 0 or not (tmp_out / "index.html").is_file():
+            text = _ANSI.sub("", (proc.stderr or "") + (proc.stdout or "")).strip().splitlines()
+            last = text[-1].strip() if text else "no output"
+            return AllureResult(False, f"allure exited {proc.returncode}: {last}")
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        os.rename(tmp_out, out)
+        return AllureResult(True, "", out)
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
+        shutil.rmtree(tmp_out, ignore_errors=True)

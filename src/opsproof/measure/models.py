@@ -1,0 +1,83 @@
+"""The documents the ops measurement functions return (extra keys are kept, missing keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class SloSnapshot(_Doc):
+    requests: int
+    success_pct: float | None
+    p50_ms: float | None = None
+    p95_ms: float | None
+    p99_ms: float | None = None
+    probes: int
+    uptime_pct: float | None
+    dlq_depth: int
+    error_budget: dict[str, Any] = {}
+    burn_rates: dict[str, Any] = {}
+
+
+class OutboxLag(_Doc):
+    events: int
+    published: int
+    unpublished: int
+    p50_s: float | None
+    p95_s: float | None
+    avg_s: float | None
+    max_s: float | None = None
+
+
+class AgentHealth(_Doc):
+    tasks: int
+    finished: int
+    succeeded: int
+    failed: int
+    quarantined: int
+    success_pct: float | None
+    quarantine_pct: float | None
+    peak_concurrency: int | None
+    canary_tasks: int = 0
+
+
+class DlqHealth(_Doc):
+    replays: int
+    items: int
+    failed: int
+    fail_pct: float | None
+    refused: int = 0
+    max_batch_items: int | None
+    max_batch_bytes: int | None
+    max_replays_per_tenant_day: int | None
+    depth: int = 0
+
+
+class TraceCoverage(_Doc):
+    canary_tasks: int
+    with_span: int
+    missing: int
+    coverage_pct: float | None
+    sample_trace_ids: list[str] = []
+
+
+class CiHealth(_Doc):
+    events: int
+    self_heal_triggers: int
+
+
+class FlagState(_Doc):
+    key: str
+    value: Any
+    base_value: Any
+    overridden: bool
+    override_owner: str | None = None
+    override_reason: str | None = None
+    override_expires_at: Any = None
+    updated_at: Any = None
+    updated_by: str | None = None

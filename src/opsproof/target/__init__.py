@@ -1,0 +1,1 @@
+"""The one door to the system under test: Postgres (db), Supabase REST (rest), HTTP (http)."""
