@@ -1,0 +1,151 @@
+"""Health gate: `python -m opsproof.plane.gate`.
+
+Every OPSPROOF_PROBE_INTERVAL_S (30 s in production, 1 s on the embedded stack) it probes the replica:
+  lag = pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()) on the replica.
+A probe FAILS when the replica is unreachable (connect timeout OPSPROOF_PROBE_TIMEOUT_S), is not in
+recovery, has no streaming WAL receiver, its lag exceeds OPSPROOF_LAG_THRESHOLD_BYTES, or replay is
+paused with WAL pending. Each probe is one ops.health_probes row (region 'replica').
+ops.read_routing (region 'replica') carries consecutive_failures; after exactly
+OPSPROOF_FAILURES_TO_CUTOVER (3) consecutive failures target becomes 'primary' (+ audit + alert);
+after OPSPROOF_PROBES_TO_RETURN (1) healthy probe(s) it returns to 'replica' (+ audit).
+`Gate.step()` runs one probe + decision, so a drill can drive the gate probe by probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from opsproof.plane import common, notifier
+from opsproof.plane.settings import PlaneSettings, load_or_exit
+
+log = logging.getLogger("opsproof.plane.gate")
+COMPONENT = "plane.gate"
+
+
+@dataclass
+class Probe:
+    ok: bool
+    latency_ms: float
+    lag_bytes: int | None
+    detail: str
+
+
+@dataclass
+class StepResult:
+    probe: Probe
+    consecutive_failures: int
+    target: str
+    changed: str | None  # 'cutover' | 'return' | None
+
+
+def probe_replica(replica_dsn: str | None, lag_threshold: int, timeout_s: float = 2.0) -> Probe:
+    t0 = time.perf_counter()
+    if not replica_dsn:
+        return Probe(False, 0.0, None, "no replica configured")
+    try:
+        with psycopg.connect(replica_dsn, connect_timeout=max(1, int(timeout_s)), autocommit=True,
+                             application_name="opsproof-plane-gate") as conn:
+            conn.execute("select set_config('statement_timeout', %s, false)", (f"{int(timeout_s * 1000)}ms",))
+            row = conn.execute(
+                """select pg_is_in_recovery(),
+                          pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::bigint,
+                          case when pg_is_in_recovery() then pg_is_wal_replay_paused() else false end,
+                          (select status from pg_stat_wal_receiver limit 1)""").fetchone()
+    except psycopg.OperationalError as exc:
+        return Probe(False, (time.perf_counter() - t0) * 1000, None, f"unreachable: {type(exc).__name__}")
+    except psycopg.Error as exc:
+        return Probe(False, (time.perf_counter() - t0) * 1000, None, f"probe error: {type(exc).__name__}")
+    ms = (time.perf_counter() - t0) * 1000
+    in_recovery, lag, paused, receiver = row
+    lag = max(int(lag or 0), 0)
+    if not in_recovery:
+        return Probe(False, ms, None, "not a standby (not in recovery)")
+    if receiver != "streaming":
+        return Probe(False, ms, lag, f"wal receiver not streaming ({receiver or 'none'})")
+    if paused and lag > 0:
+        return Probe(False, ms, lag, f"replay paused with {lag} bytes pending")
+    if lag > lag_threshold:
+        return Probe(False, ms, lag, f"lag {lag} bytes over threshold {lag_threshold}")
+    return Probe(True, ms, lag, "ok")
+
+
+class Gate:
+    def __init__(self, settings: PlaneSettings, conn: psycopg.Connection | None = None) -> None:
+        self.settings = settings
+        self.conn = conn or common.connect(settings.db_url, app="opsproof-plane-gate")
+        self.successes = 0
+
+    def step(self) -> StepResult:
+        s = self.settings
+        p = probe_replica(s.replica_db_url, s.lag_threshold_bytes, s.probe_timeout_s)
+        changed = None
+        with self.conn.transaction():
+            self.conn.execute(
+                """insert into ops.health_probes (ts, region, ok, latency_ms, lag_bytes, detail)
+                   values (now(), 'replica', %s, %s, %s, %s)""", (p.ok, p.latency_ms, p.lag_bytes, p.detail))
+            fails, target = self.conn.execute(
+                """update ops.read_routing
+                      set consecutive_failures = case when %s then 0 else consecutive_failures + 1 end
+                    where region = 'replica' returning consecutive_failures, target""", (p.ok,)).fetchone()
+            self.successes = self.successes + 1 if p.ok else 0
+            if not p.ok and target == "replica" and fails >= s.failures_to_cutover:
+                target, changed = "primary", "cutover"
+            elif p.ok and target == "primary" and self.successes >= s.probes_to_return:
+                target, changed = "replica", "return"
+            if changed:
+                self.conn.execute("update ops.read_routing set target = %s, changed_at = now() where region = 'replica'",
+                                  (target,))
+                common.audit(self.conn, "system@", f"read_routing.{changed}", "ops.read_routing/replica",
+                             p.detail if changed == "cutover" else "replica healthy again", None,
+                             {"target": target, "consecutive_failures": fails, "lag_bytes": p.lag_bytes})
+        if changed == "cutover":
+            try:
+                notifier.notify(self.conn, s, severity="high", source=COMPONENT,
+                                title=f"reads cut over to primary after {fails} failed replica probes",
+                                detail={"last_probe": p.detail, "lag_bytes": p.lag_bytes})
+            except Exception as exc:  # noqa: BLE001
+                log.warning("cutover alert failed: %s", type(exc).__name__)
+        if changed:
+            log.warning("read routing %s -> %s (%s)", changed, target, p.detail)
+        return StepResult(p, fails, target, changed)
+
+
+def run(settings: PlaneSettings, stop: threading.Event) -> None:
+    gate = Gate(settings)
+    next_probe = 0.0
+    last: StepResult | None = None
+    while not stop.is_set():
+        try:
+            if time.monotonic() >= next_probe:
+                next_probe = time.monotonic() + settings.probe_interval_s
+                last = gate.step()
+            common.heartbeat(gate.conn, COMPONENT, {
+                "target": last.target if last else None, "failures": last.consecutive_failures if last else None,
+                "last_probe": last.probe.detail if last else None, "interval_s": settings.probe_interval_s})
+        except psycopg.Error as exc:
+            log.warning("gate db error (%s); reconnecting", type(exc).__name__)
+            try:
+                gate.conn.close()
+                gate.conn = common.connect(settings.db_url, app="opsproof-plane-gate")
+            except psycopg.Error:
+                pass
+        stop.wait(max(0.0, min(settings.cycle_s, next_probe - time.monotonic())))
+    gate.conn.close()
+
+
+def main() -> None:
+    common.setup_logging(COMPONENT)
+    settings = load_or_exit()
+    stopper = common.Stopper().install()
+    log.info("gate up: probe every %.1fs, cutover after %d failures", settings.probe_interval_s,
+             settings.failures_to_cutover)
+    run(settings, stopper.event)
+
+
+if __name__ == "__main__":
+    main()
