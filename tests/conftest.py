@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -13,8 +11,6 @@ import pytest
 
 from opsproof.stack.manager import Stack
 
-REPO = Path(__file__).resolve().parents[1]
-OPSPROOF = str(Path(sys.executable).with_name("opsproof"))
 
 
 def _quiet(msg: str) -> None:
@@ -42,14 +38,3 @@ def stack(stack_home) -> Stack:
 @pytest.fixture(scope="session")
 def admin_dsn(stack) -> str:
     return stack.admin_dsn()
-
-
-def run_cli(*args: str, home: Path, env: dict | None = None, timeout: float = 300, user: str | None = None):
-    """Run the real `opsproof` command (optionally as another OS user) with its own state dir."""
-    full = dict(os.environ, OPSPROOF_HOME=str(home), OPSPROOF_PROJECT_DIR=str(REPO))
-    full.update(env or {})
-    argv = [OPSPROOF, *args]
-    if user:
-        argv = ["runuser", "-u", user, "--", "env", f"OPSPROOF_HOME={home}", f"OPSPROOF_PROJECT_DIR={REPO}",
-                *(f"{k}={v}" for k, v in (env or {}).items()), *argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full, cwd=REPO)

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import run_cli
+from helpers import run_cli
 from opsproof.envfile import read_env
 
 

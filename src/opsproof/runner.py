@@ -20,11 +20,9 @@ def ensure_embedded(with_plane: bool = True, log=print) -> None:
 
         raise OpsproofError("embedded stack unhealthy: " + "; ".join(st["problems"]))
     if with_plane:
-        try:
-            from opsproof.plane.supervisor import ensure_up
-        except ImportError:
-            return
-        ensure_up(log=lambda m: log(f"plane: {m}"))
+        from opsproof.plane.supervisor import Supervisor
+
+        Supervisor(paths.plane_dir()).up(log=lambda m: log(f"plane: {m}"))
 
 
 def run_suite(marker: str, extra: list[str], with_plane: bool = True) -> int:

@@ -223,6 +223,9 @@ class Stack:
             "SUPABASE_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.port),
             "OPSPROOF_REPLICA_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.replica_port),
             "OPSPROOF_AUTHENTICATOR_DB_URL": dsn("authenticator", values["AUTHENTICATOR_PASSWORD"], state.port),
+            # compressed intervals on the embedded stack (production defaults: 30 s probes)
+            "OPSPROOF_PLANE_CYCLE_S": "1",
+            "OPSPROOF_PROBE_INTERVAL_S": "1",
         }
         out.update({k: values[k] for k in secrets.SECRET_KEYS if k in values})
         write_env(self.env_file, out)

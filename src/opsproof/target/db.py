@@ -23,6 +23,18 @@ def describe_connect_error(exc: Exception) -> str:
     return f"cannot connect to target: {text[:200]}"
 
 
+@contextmanager
+def _contract_errors() -> Iterator[None]:
+    """A missing contract object is a clear 'cannot measure', not a driver traceback."""
+    try:
+        yield
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction, psycopg.errors.UndefinedColumn) as exc:
+        raise OpsproofError(f"ops contract incomplete on the target: {str(exc).splitlines()[0]} "
+                            "(apply supabase/migrations)") from None
+    except psycopg.OperationalError as exc:
+        raise OpsproofError(describe_connect_error(exc)) from None
+
+
 class Target:
     """A pooled connection to the target database."""
 
@@ -46,12 +58,12 @@ class Target:
 
     def value(self, sql: str, params: Any = None) -> Any:
         """Run one statement and return the first column of the first row."""
-        with self.pool.connection() as conn:
+        with _contract_errors(), self.pool.connection() as conn:
             row = conn.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
     def rows(self, sql: str, params: Any = None) -> list[dict]:
-        with self.pool.connection() as conn:
+        with _contract_errors(), self.pool.connection() as conn:
             with conn.cursor(row_factory=dict_row) as cur:
                 return cur.execute(sql, params).fetchall()
 
