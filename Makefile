@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# `npm ci` refuses a lock without every platform's optional binary of the Supabase CLI; registries
+# that mirror only linux-x64 can't provide those entries, so fall back to `npm install` from the
+# same lock (it installs the locked versions and leaves package-lock.json unchanged).
 $(NPMSTAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
+	test -x node_modules/.bin/supabase && test -x node_modules/.bin/allure
 	touch $(NPMSTAMP)
 
 stack: setup
@@ -45,10 +49,12 @@ acceptance: plane
 	$(BIN)/pytest -m acceptance
 
 report: setup
-	$(BIN)/opsproof report
+	$(BIN)/opsproof evidence report reports/evidence/$$(date -u +%F)
 
 bench: setup
 	$(BIN)/python bench/bench_seed.py
+	$(BIN)/python bench/bench_plane.py
+	$(BIN)/python bench/bench_daily.py
 
 # The project's own tests (engine units, suite-vs-stack, fault injection). Leaves nothing running.
 test: setup
