@@ -92,7 +92,7 @@ def test_cross_tenant_reads_are_zero(target, evidence):
     evidence.require(len(m.tenants) >= 2 and m.tables, "need >= 2 tenants and tenant-scoped tables to test isolation")
     evidence.require(not m.unproven(), "zero cross-reads are not meaningful where the owning tenant reads nothing "
                                        f"through the same path: {m.unproven()[:5]}")
-    evidence.check("cross-tenant rows read", sum(x["rows"] for x in m.leaks), "==", 0,
+    evidence.check("cross-tenant rows read", sum(x["rows_at_least"] for x in m.leaks), "==", 0,
                    query=tenancy.TENANT_TABLES_SQL, detail=m.summary())
 
 

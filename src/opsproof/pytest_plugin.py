@@ -271,13 +271,13 @@ def pytest_runtest_logreport(report):
     if ctl is None:
         return None
     entry = st._entry(report.nodeid, ctl)
+    entry["duration_s"] = round(entry.get("duration_s", 0) + report.duration, 3)  # setup + call + teardown
     if report.when == "call" or (report.failed and report.when != "call") or report.skipped:
         entry["records"].extend(v for k, v in report.user_properties if k == RECORD_KEY and v not in entry["records"])
         for k, v in report.user_properties:
             if k == ARTIFACT_KEY:
                 st.artifacts[v["name"]] = v["content"]
         errors = [v for k, v in report.user_properties if k == "opsproof_error"]
-        entry["duration_s"] = round(entry.get("duration_s", 0) + report.duration, 3)
         if errors or (report.failed and report.when != "call"):
             entry["verdict"] = "error"
             entry["message"] = errors[0] if errors else _short(report)
