@@ -379,7 +379,12 @@ def _write_pack(st: SuiteState) -> None:
                 "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),
                 "finished": clock.now().isoformat(), "green": results["green"]}
     try:
-        path = pack.commit(metadata, secrets=st.settings.secret_values())
+        import fcntl
+
+        st.root.mkdir(parents=True, exist_ok=True)
+        with open(st.root / ".amend.lock", "w") as lock:  # the same lock `opsproof cadence` amends under
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = pack.commit(metadata, secrets=st.settings.secret_values())
     except OpsproofError as exc:
         pack.abort()
         print(f"\nopsproof: evidence pack NOT written: {exc}")
