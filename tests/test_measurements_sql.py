@@ -116,6 +116,9 @@ def hand(scratch_db):
             # probes: 10 in the window (one failed), one failed probe outside
             probes = [(W0 + i * H, "primary" if i % 2 else "replica", i != 3) for i in range(10)]
             probes.append((W1 + M, "primary", False))
+            # a replica-only failure in a minute the primary answered: not downtime (the gate cuts over)
+            probes += [(W0 + 10 * H + timedelta(seconds=10), "primary", True),
+                       (W0 + 10 * H + timedelta(seconds=20), "replica", False)]
             cur.executemany("insert into ops.health_probes (ts, region, ok) values (%s, %s, %s)", probes)
             # outbox: four published (lags 0.5, 1.0, 1.5, 2.0 s), one unpublished, one outside the window
             for i, lag in enumerate([0.5, 1.0, 1.5, 2.0]):
@@ -179,8 +182,9 @@ def test_slo_snapshot_exact(hand):
     assert doc["p50_ms"] == pytest.approx(pcont(DURATIONS, 0.50)) == pytest.approx(1050.0)
     assert doc["p95_ms"] == pytest.approx(pcont(DURATIONS, 0.95)) == pytest.approx(1905.0)
     assert doc["p99_ms"] == pytest.approx(pcont(DURATIONS, 0.99)) == pytest.approx(1981.0)
-    assert doc["probes"] == 10
-    assert doc["uptime_pct"] == pytest.approx(90.0)
+    assert doc["probes"] == 12 and doc["probe_minutes"] == 11 and doc["down_minutes"] == 1
+    assert doc["uptime_pct"] == pytest.approx(round(100 * 10 / 11, 4))
+    assert doc["probe_ok_pct"] == pytest.approx(round(100 * 10 / 12, 4))
     assert doc["dlq_depth"] == 1
     success = doc["error_budget"]["success"]
     assert success["target_pct"] == 98 and success["failures"] == 2
@@ -188,8 +192,8 @@ def test_slo_snapshot_exact(hand):
     assert success["remaining_pct"] == pytest.approx(100 * (1 - 2 / 0.4))  # -400: overspent
     uptime = doc["error_budget"]["uptime"]
     assert uptime["target_pct"] == pytest.approx(99.95) and uptime["failures"] == 1
-    assert uptime["allowed_failures"] == pytest.approx(0.005)
-    assert uptime["remaining_pct"] == pytest.approx(100 * (1 - 1 / 0.005))
+    assert uptime["allowed_failures"] == pytest.approx(0.0055)
+    assert uptime["remaining_pct"] == pytest.approx(100 * (1 - 1 / 0.0055), abs=1e-3)
     # last hour [23:00, 24:00): request #19 only, a failure -> 1.0 / 0.02; last 6 h: #14..#19, one failure
     assert doc["burn_rates"]["1h"] == pytest.approx(50.0)
     assert doc["burn_rates"]["6h"] == pytest.approx((1 / 6) / 0.02, abs=1e-4)
@@ -203,7 +207,7 @@ def test_slo_snapshot_targets_and_client_binding(hand):
     assert doc["error_budget"]["success"]["target_pct"] == 80
     assert doc["burn_rates"]["1h"] == pytest.approx(1.0 / 0.2)
     assert doc["error_budget"]["success"]["remaining_pct"] == pytest.approx(100 * (1 - 2 / 4))
-    assert doc["error_budget"]["uptime"]["remaining_pct"] == pytest.approx(0.0)
+    assert doc["error_budget"]["uptime"]["remaining_pct"] == pytest.approx(100 * (1 - 1 / 1.1), abs=1e-3)
     assert empty["requests"] == 0 and empty["success_pct"] is None and empty["p95_ms"] is None
     assert empty["burn_rates"] == {"1h": None, "6h": None}
 
@@ -446,3 +450,9 @@ def test_requests_aggregate_prunes_partitions(seeded):
         assert 1 <= len(parts) <= 2, parts
         assert "Subplans Removed" in json.dumps(plan)
         assert json.dumps(plan).count('"Relation Name"') <= 2  # the others removed before execution
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _embedded_stack(stack):
+    """The session's embedded stack provides OPSPROOF_TEST_DSN (an already-set DSN is used as is)."""
+    return stack

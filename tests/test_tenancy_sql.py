@@ -455,3 +455,9 @@ def test_audit_refuses_non_read_committed_appends(conn):
         with conn.transaction():
             conn.execute("set transaction isolation level repeatable read")
             conn.execute("select ops.audit('x', 'y', 'z', 'r', 'run')")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _embedded_stack(stack):
+    """The session's embedded stack provides OPSPROOF_TEST_DSN (an already-set DSN is used as is)."""
+    return stack

@@ -20,7 +20,7 @@ create index if not exists agent_tasks_finished_at on ops.agent_tasks (finished_
 
 -- SLO snapshot --------------------------------------------------------------------------------
 -- success: a request with status < 500 is a success (4xx are the caller's errors).
--- uptime: ok probes / probes * 100, over every region's probes.
+-- uptime: minutes in which at least one region answered its probe ok / probed minutes * 100 (below).
 -- error_budget.<slo>: allowed_failures = total * (1 - target/100); remaining_pct =
 --   100 * (1 - failures / allowed_failures) (negative when the budget is overspent, null when
 --   nothing was measured).
@@ -41,11 +41,21 @@ with req as (
     from ops.requests r
    where r.ts >= p_from and r.ts < p_to
 ),
+-- uptime: the service is up in a minute when at least one region that can serve reads answered
+-- its probe ok in that minute (a replica wobble the health gate cuts over from is not downtime;
+-- both regions failing is). n/ok count probed minutes; raw_* count individual probes.
 probe as (
   select count(*) as n,
-         count(*) filter (where p.ok) as ok
-    from ops.health_probes p
-   where p.ts >= p_from and p.ts < p_to
+         count(*) filter (where m.up) as ok,
+         coalesce(sum(m.raw_n), 0) as raw_n,
+         coalesce(sum(m.raw_ok), 0) as raw_ok
+    from (
+      select date_trunc('minute', p.ts) as minute, bool_or(p.ok) as up,
+             count(*) as raw_n, count(*) filter (where p.ok) as raw_ok
+        from ops.health_probes p
+       where p.ts >= p_from and p.ts < p_to
+       group by 1
+    ) m
 ),
 burn as (
   select jsonb_object_agg(w.label,
@@ -76,8 +86,11 @@ select jsonb_build_object(
   'p50_ms', req.pct[1],
   'p95_ms', req.pct[2],
   'p99_ms', req.pct[3],
-  'probes', probe.n,
+  'probes', probe.raw_n,
+  'probe_minutes', probe.n,
+  'down_minutes', probe.n - probe.ok,
   'uptime_pct', case when probe.n > 0 then round(100.0 * probe.ok / probe.n, 4) end,
+  'probe_ok_pct', case when probe.raw_n > 0 then round(100.0 * probe.raw_ok / probe.raw_n, 4) end,
   'dlq_depth', (select count(*) from ops.dlq d where d.replayed_at is null),
   'error_budget', (
     select jsonb_object_agg(b.slo, jsonb_build_object(

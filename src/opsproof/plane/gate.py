@@ -84,10 +84,14 @@ class Gate:
         s = self.settings
         p = probe_replica(s.replica_db_url, s.lag_threshold_bytes, s.probe_timeout_s)
         changed = None
+        t0 = time.perf_counter()
+        self.conn.execute("select 1")  # the primary serves (if it did not, nothing below could be written)
+        primary_ms = (time.perf_counter() - t0) * 1000
         with self.conn.transaction():
             self.conn.execute(
                 """insert into ops.health_probes (ts, region, ok, latency_ms, lag_bytes, detail)
-                   values (now(), 'replica', %s, %s, %s, %s)""", (p.ok, p.latency_ms, p.lag_bytes, p.detail))
+                   values (now(), 'replica', %s, %s, %s, %s), (now(), 'primary', true, %s, null, 'ok')""",
+                (p.ok, p.latency_ms, p.lag_bytes, p.detail, primary_ms))
             fails, target = self.conn.execute(
                 """update ops.read_routing
                       set consecutive_failures = case when %s then 0 else consecutive_failures + 1 end
@@ -100,9 +104,15 @@ class Gate:
             if changed:
                 self.conn.execute("update ops.read_routing set target = %s, changed_at = now() where region = 'replica'",
                                   (target,))
+                resolved = 0
+                if changed == "return":  # the cutover alert is over: the replica serves reads again
+                    resolved = self.conn.execute(
+                        """update ops.alerts set resolved_at = now() where source = %s and resolved_at is null
+                             and title like 'reads cut over to primary%%'""", (COMPONENT,)).rowcount
                 common.audit(self.conn, "system@", f"read_routing.{changed}", "ops.read_routing/replica",
                              p.detail if changed == "cutover" else "replica healthy again", None,
-                             {"target": target, "consecutive_failures": fails, "lag_bytes": p.lag_bytes})
+                             {"target": target, "consecutive_failures": fails, "lag_bytes": p.lag_bytes,
+                              "alerts_resolved": resolved})
         if changed == "cutover":
             try:
                 notifier.notify(self.conn, s, severity="high", source=COMPONENT,
