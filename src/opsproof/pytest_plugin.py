@@ -105,7 +105,7 @@ def pytest_configure(config):
     _ACTIVE = state
     if _is_worker(config):
         return
-    if not config.getoption("no_evidence"):
+    if not (config.getoption("no_evidence") or config.getoption("dry_run")):  # a dry run changes and proves nothing
         state.open_pack()
 
 
@@ -272,11 +272,11 @@ def pytest_runtest_logreport(report):
         return None
     entry = st._entry(report.nodeid, ctl)
     entry["duration_s"] = round(entry.get("duration_s", 0) + report.duration, 3)  # setup + call + teardown
+    for k, v in report.user_properties:  # every phase: fixtures finish records in teardown
+        if k == ARTIFACT_KEY:
+            st.artifacts[v["name"]] = v["content"]
     if report.when == "call" or (report.failed and report.when != "call") or report.skipped:
         entry["records"].extend(v for k, v in report.user_properties if k == RECORD_KEY and v not in entry["records"])
-        for k, v in report.user_properties:
-            if k == ARTIFACT_KEY:
-                st.artifacts[v["name"]] = v["content"]
         errors = [v for k, v in report.user_properties if k == "opsproof_error"]
         if errors or (report.failed and report.when != "call"):
             entry["verdict"] = "error"
