@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 NPMSTAMP:= node_modules/.npm-stamp
 
-.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance report bench test clean
+.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance cadence-daily cadence-weekly cadence-monthly report bench test clean
 
 setup: $(STAMP) $(NPMSTAMP)
 
@@ -42,11 +42,14 @@ daily: setup
 gate: setup
 	$(BIN)/pytest -m gate
 
-drills: plane
-	$(BIN)/pytest -m drill
+drills: setup
+	$(BIN)/opsproof drills
 
-acceptance: plane
-	$(BIN)/pytest -m acceptance
+acceptance: setup
+	$(BIN)/opsproof acceptance
+
+cadence-daily cadence-weekly cadence-monthly: plane
+	$(BIN)/opsproof cadence $(@:cadence-%=%)
 
 report: setup
 	$(BIN)/opsproof evidence report reports/evidence/$$(date -u +%F)
