@@ -238,3 +238,22 @@ def test_red_run_posts_one_slack_message_naming_the_failed_controls(stack, stack
     assert len(received) == 1, "one message for the red run, none for the green run"
     msg = received[0]
     assert "WCH-006" in json.dumps(msg) and msg["text"] and msg["blocks"]
+
+
+def test_report_columns_and_allure_labels_carry_the_control_facts(healthy_run):
+    import json as _json
+
+    _, results, out = healthy_run
+    pack = out / results["date"]
+    html = (pack / "report.html").read_text()
+    for needle in ("<th>Control</th>", "<th>Measured</th>", "<th>Threshold</th>", "SLO-001", "SEC-006"):
+        assert needle in html, needle
+    labels = []
+    for f in (pack / "allure-results").glob("*-result.json"):
+        labels += [(lab["name"], lab["value"]) for lab in _json.loads(f.read_text()).get("labels", [])]
+    assert ("epic", "slo") in labels and ("epic", "security") in labels
+    assert ("severity", "critical") in labels
+    assert ("tag", "SOC2:CC6.1") in labels
+    for c in results["controls"]:
+        assert c["id"] and c["title"] and c["area"] and c["severity"] and c["frameworks"], c
+        assert c["records"] and all("measured" in r and "threshold" in r for r in c["records"]), c["id"]
