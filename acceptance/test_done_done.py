@@ -53,13 +53,7 @@ def _plane_url(settings, attr: str, what: str) -> str:
 
 
 def _wait(pred, timeout: float, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(every)
-    return pred()
+    return clock.wait_until(pred, timeout, every)
 
 
 def _task(target, task_id: int) -> dict:

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from opsproof import clock
+
 from opsproof.levers import workload
 
 # Halt/resume are measured on the database clock, from the override's transaction start (conservative) to
@@ -49,13 +51,7 @@ def _db_now(target):
 
 
 def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+    return clock.wait_until(pred, timeout, step)
 
 
 @pytest.mark.drill

@@ -11,19 +11,15 @@ from collections import Counter
 
 import pytest
 
+from opsproof import clock
+
 from opsproof.plane.traffic import acknowledged_ids, drive, lost_writes
 
 TRAFFIC_RATE = 10.0  # write+read pairs per second from the drill's own client (the plane's traffic also runs)
 
 
 def _wait(pred, timeout: float, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
+    return clock.wait_until(pred, timeout, step)
 
 
 @pytest.mark.drill

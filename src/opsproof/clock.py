@@ -32,3 +32,16 @@ def parse_date(text: str | None) -> date:
         return date.fromisoformat(text)
     except ValueError:
         raise UsageError(f"bad --date {text!r}: use YYYY-MM-DD") from None
+
+
+def wait_until(pred, timeout: float, every: float = 0.1):
+    """Poll `pred` until it returns something truthy or `timeout` seconds pass; returns its last value."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(every)
+    return pred()

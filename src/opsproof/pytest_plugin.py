@@ -7,10 +7,8 @@ the markers and nothing else.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import time
 import uuid
 from pathlib import Path
 

@@ -86,13 +86,12 @@ class DrillRun:
 
 
 def wait_for(pred, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    from opsproof.clock import wait_until
+
+    value = wait_until(pred, timeout, step)
+    if not value:
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    return value
 
 
 def active_override(conn, run_id: str):

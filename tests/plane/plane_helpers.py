@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 
@@ -55,13 +54,12 @@ class Component:
 
 
 def wait_for(pred, timeout: float = 20.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        val = pred()
-        if val:
-            return val
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    from opsproof.clock import wait_until
+
+    value = wait_until(pred, timeout, interval)
+    if not value:
+        raise AssertionError(f"timed out waiting for {what}")
+    return value
 
 
 def audit_since(conn, since_id: int) -> list[tuple]:
