@@ -184,3 +184,33 @@ def test_runs_as_a_non_root_user():
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_up_tops_up_the_seeded_history_after_a_long_idle(home):
+    """An embedded stack idle for days gets the gap seeded on `up`, so the daily window holds data."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from opsproof.stack.manager import Stack
+
+    st = Stack(home=home)
+    st.up(seed_days=1, requests_per_day=2000, log=lambda m: None)
+    state_file = home / "stack" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["seeded_until"]
+    with psycopg.connect(st.admin_dsn()) as conn:
+        before = conn.execute("select count(*) from ops.requests where ts > now() - interval '24 hours'").fetchone()[0]
+        conn.execute("delete from ops.requests where ts > now() - interval '24 hours'")
+    three_days_ago = datetime.now(timezone.utc) - timedelta(days=3)
+    state["seeded_until"] = three_days_ago.isoformat()
+    state_file.write_text(json.dumps(state))
+    logs: list[str] = []
+    st.up(log=logs.append)
+    assert any("since the last seed" in m for m in logs), logs
+    with psycopg.connect(st.admin_dsn()) as conn:
+        after = conn.execute("select count(*) from ops.requests where ts > now() - interval '24 hours'").fetchone()[0]
+    assert after >= before * 0.9
+    assert json.loads(state_file.read_text())["seeded_until"] > three_days_ago.isoformat()
+    logs.clear()
+    st.up(log=logs.append)   # fresh again: nothing to top up
+    assert not any("since the last seed" in m for m in logs)

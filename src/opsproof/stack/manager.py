@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -36,6 +38,9 @@ class StackState:
     datadir: str
     port: int
     replica_port: int
+    seeded_until: str | None = None     # end of the seeded history (ISO); `up` fills a gap since then
+    requests_per_day: int = 20000
+    seed: int = 42
 
     @classmethod
     def load(cls, path: Path) -> "StackState | None":
@@ -92,6 +97,7 @@ class Stack:
     def _start_existing(self, state, primary, replica, port, log) -> dict:
         if primary.running() and replica.running():
             log(f"stack already running: primary 127.0.0.1:{state.port}, replica 127.0.0.1:{state.replica_port}")
+            self._top_up(state, log)
             return self.status()
         changed = False
         if not primary.running():
@@ -111,7 +117,32 @@ class Stack:
             state.save(self.state_file)
             self._write_env(state, self.env())
         log(f"stack started: primary 127.0.0.1:{state.port}, replica 127.0.0.1:{state.replica_port}")
+        self._top_up(state, log)
         return self.status()
+
+    TOP_UP_AFTER = timedelta(hours=12)
+
+    def _top_up(self, state: StackState, log) -> None:
+        """Keep the reference history current: seed the whole days since the last seed once the gap
+        passes 12 h (an idle embedded stack otherwise has no agent tasks, replays or CI events in the
+        daily window, and the controls rightly error). Deterministic: the seed is offset by the day."""
+        if not state.seeded_until:
+            return
+        from opsproof import clock
+        from opsproof.stack.seed import seed as run_seed
+
+        last = datetime.fromisoformat(state.seeded_until)
+        gap = clock.now() - last
+        if gap < self.TOP_UP_AFTER:
+            return
+        days = max(1, math.ceil(gap / timedelta(days=1)))
+        with psycopg.connect(self.admin_dsn()) as conn:
+            counts = run_seed(conn, days=days, requests_per_day=state.requests_per_day,
+                              seed=state.seed + int(last.timestamp() // 86400))
+        state.seeded_until = counts["window"]["to"]
+        state.save(self.state_file)
+        log(f"seeded the {gap.total_seconds() / 3600:.0f} h since the last seed ({days} day(s), "
+            f"{counts.get('requests', '?')} requests)")
 
     def _create(self, *, port, seed_days, requests_per_day, seed, log) -> dict:
         bindir = find_bindir()          # exit 2 before anything is created
@@ -148,6 +179,9 @@ class Stack:
                 with psycopg.connect(admin) as conn:
                     counts = run_seed(conn, days=seed_days, requests_per_day=requests_per_day, seed=seed)
                 log(f"seeded {seed_days} days of healthy telemetry ({counts.get('requests', '?')} requests)")
+                state.seeded_until = counts["window"]["to"] if "window" in counts else None
+                state.requests_per_day, state.seed = requests_per_day, seed
+                state.save(self.state_file)
             info = backup.take(admin, self.backups, bindir)
             log(f"backup {info['location']} ({info['bytes']} bytes) recorded in ops.backups")
         except BaseException:
