@@ -257,3 +257,13 @@ def test_report_columns_and_allure_labels_carry_the_control_facts(healthy_run):
     for c in results["controls"]:
         assert c["id"] and c["title"] and c["area"] and c["severity"] and c["frameworks"], c
         assert c["records"] and all("measured" in r and "threshold" in r for r in c["records"]), c["id"]
+
+
+def test_reports_the_user_asks_for_go_where_asked_and_the_pack_keeps_a_copy(stack, stack_home, tmp_path):
+    """`opsproof cadence weekly` reads the drills' --junitxml: the plugin must not steal it."""
+    junit = tmp_path / "mine" / "junit.xml"
+    proc, results = run_suite(stack_home, tmp_path / "ev", "-m", "daily", "-k", "test_ci_self_heal",
+                              f"--junitxml={junit}")
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    assert junit.exists() and 'tests="1"' in junit.read_text()
+    assert (tmp_path / "ev" / results["date"] / "junit.xml").read_text() == junit.read_text()

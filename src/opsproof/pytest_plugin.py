@@ -141,12 +141,20 @@ class SuiteState:
         staging = Path(self.pack.staging)
         self._carry_over(staging)
         opt = self.config.option
-        opt.htmlpath = str(staging / self.name("report", "html"))
+        # reports the user asked for go where they asked; the pack gets a copy at commit
+        self.user_reports = {}
+        for attr, name in (("htmlpath", self.name("report", "html")), ("xmlpath", self.name("junit", "xml"))):
+            if getattr(opt, attr, None):
+                self.user_reports[name] = Path(getattr(opt, attr))
+            else:
+                setattr(opt, attr, str(staging / name))
         opt.self_contained_html = True
-        opt.xmlpath = str(staging / self.name("junit", "xml"))
         if hasattr(opt, "allure_report_dir"):
-            opt.allure_report_dir = str(staging / (self.name("allure-results", "d")[:-2]))
-            opt.clean_alluredir = True
+            if opt.allure_report_dir:
+                self.user_reports[self.name("allure-results", "d")[:-2]] = Path(opt.allure_report_dir)
+            else:
+                opt.allure_report_dir = str(staging / (self.name("allure-results", "d")[:-2]))
+                opt.clean_alluredir = True
 
     def _carry_over(self, staging: Path) -> None:
         """Keep what other run kinds wrote into today's pack (drills/, acceptance.json, the daily results...)."""
@@ -369,6 +377,9 @@ def _write_pack(st: SuiteState) -> None:
         "summary": summary, "controls": sorted(st.results, key=lambda r: (r.get("id") or "", r["nodeid"])),
     }
     pack.add_json(st.name("results", "json"), results)
+    for name, src in getattr(st, "user_reports", {}).items():
+        if src.exists():
+            pack.add_file(name, src)
     allure_dir = staging / st.name("allure-results", "d")[:-2]
     if allure_dir.is_dir() and any(allure_dir.iterdir()) and os.environ.get("OPSPROOF_NO_ALLURE_HTML") != "1":
         allure_mod.generate(allure_dir, staging / st.name("allure-report", "d")[:-2])
