@@ -268,6 +268,18 @@ def test_dlq_health_exact(hand):
     assert doc["depth"] == 1
 
 
+def test_platform_replays_are_no_tenants_replays(hand):
+    """A drill's batches (tenant_id null) count as replays but not toward any tenant's per-day figure."""
+    with psycopg.connect(hand["dsn"]) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("insert into ops.dlq_replays (tenant_id, items, bytes, failed, at, status) "
+                         "select null, 1, 10, 0, %s + make_interval(mins => g), 'replayed' from generate_series(1, 5) g",
+                         (W0 + 2 * H,))
+            doc = _doc(conn, "select ops.dlq_health(%s, %s)", (W0, W1))
+    assert doc["replays"] == 3 + 5
+    assert doc["max_replays_per_tenant_day"] == 2
+
+
 def test_ci_health_and_alerts(hand):
     with psycopg.connect(hand["dsn"]) as conn:
         main = _doc(conn, "select ops.ci_health(%s, %s, %s)", (W0, W1, "main"))

@@ -206,10 +206,11 @@ a as (
          count(distinct r.tenant_id) filter (where r.status = 'replayed') as tenants
     from r
 ),
+-- a tenant's replays per UTC day; platform batches (tenant_id null, e.g. a drill's) are no tenant's
 per_day as (
   select count(*) as n
     from r
-   where r.status = 'replayed'
+   where r.status = 'replayed' and r.tenant_id is not null
    group by r.tenant_id, (r.at at time zone 'UTC')::date
 )
 select jsonb_build_object(
