@@ -15,14 +15,18 @@ CONFIGURED = [
 ]
 
 
+@pytest.fixture(scope="module")
+def configured(target):
+    return measure.budgets(target)
+
+
 @pytest.mark.daily
 @pytest.mark.gate
 @pytest.mark.budgets
 @pytest.mark.control(id="BUD-001", title="Configured budget is within policy", severity="high",
                      frameworks={"SOC2": ["CC7.1"], "ISO27001": ["A.8.6"]})
 @pytest.mark.parametrize("key,attr", CONFIGURED, ids=[c[0] for c in CONFIGURED])
-def test_configured_budget_within_policy(key, attr, target, policy, evidence):
-    configured = measure.budgets(target)
+def test_configured_budget_within_policy(key, attr, configured, policy, evidence):
     evidence.require(key in configured, f"budget {key} is missing from ops.budgets")
     evidence.check(key, configured[key], "<=", getattr(policy.budgets, attr), query=measure.QUERIES["budgets"])
 
@@ -32,10 +36,10 @@ def test_configured_budget_within_policy(key, attr, target, policy, evidence):
 @pytest.mark.budgets
 @pytest.mark.control(id="BUD-002", title="Observed agent concurrency stays within the budget", severity="high",
                      frameworks={"SOC2": ["CC7.1"], "ISO27001": ["A.8.6"]})
-def test_observed_agent_concurrency(target, policy, window, evidence):
+def test_observed_agent_concurrency(target, configured, policy, window, evidence):
     health = measure.agent_health(target, *window.args)
     evidence.require(health.tasks > 0, f"no agent tasks in the {window.label} window: cannot observe concurrency")
-    limit = min(policy.budgets.agent_concurrency_max, measure.budgets(target).get("agent.concurrency", 1e12))
+    limit = min(policy.budgets.agent_concurrency_max, configured.get("agent.concurrency", 1e12))
     evidence.check("peak concurrent agent tasks", health.peak_concurrency, "<=", int(limit),
                    query=measure.QUERIES["agent_health"])
 

@@ -22,15 +22,20 @@ def flags(target):
     return measure.effective_flags(target)
 
 
+@pytest.fixture(scope="module")
+def budgets(target):
+    return measure.budgets(target)
+
+
 @pytest.mark.daily
 @pytest.mark.gate
 @pytest.mark.flags
 @pytest.mark.control(id="FLG-001", title="Required guardrail flag holds its policy value (effective)",
                      severity="critical", frameworks={"SOC2": ["CC8.1", "CC7.2"], "ISO27001": ["A.8.32"]})
-def test_required_flag(flag_key, flags, policy, target, evidence):
+def test_required_flag(flag_key, flags, budgets, policy, evidence):
     evidence.artifact("flags.json", {
         "effective_flags": {k: f.model_dump(mode="json") for k, f in flags.items()},
-        "budgets": measure.budgets(target),
+        "budgets": budgets,
         "policy": {"flags": policy.flags, "budgets": policy.budgets.model_dump()},
     })
     state = flags.get(flag_key)

@@ -131,8 +131,18 @@ class SuiteState:
         self.root = Path(config.getoption("evidence_dir") or (Path(str(config.rootpath)) / "reports" / "evidence"))
 
     # file names inside the day's pack; the daily run owns the un-suffixed ones
-    def name(self, base: str, ext: str) -> str:
-        return f"{base}.{ext}" if self.kind == "daily" else f"{base}-{self.kind}.{ext}"
+    def name(self, base: str, ext: str | None = None) -> str:
+        stem = base if self.kind == "daily" else f"{base}-{self.kind}"
+        return f"{stem}.{ext}" if ext else stem
+
+    def entry(self, nodeid: str, ctl: dict) -> dict:
+        """This run's result entry for a control (created on first sight)."""
+        for e in self.results:
+            if e["nodeid"] == nodeid:
+                return e
+        e = dict(ctl, records=[], verdict="pending")
+        self.results.append(e)
+        return e
 
     def open_pack(self) -> None:
         from opsproof.evidence.pack import PackWriter
@@ -151,9 +161,9 @@ class SuiteState:
         opt.self_contained_html = True
         if hasattr(opt, "allure_report_dir"):
             if opt.allure_report_dir:
-                self.user_reports[self.name("allure-results", "d")[:-2]] = Path(opt.allure_report_dir)
+                self.user_reports[self.name("allure-results")] = Path(opt.allure_report_dir)
             else:
-                opt.allure_report_dir = str(staging / (self.name("allure-results", "d")[:-2]))
+                opt.allure_report_dir = str(staging / (self.name("allure-results")))
                 opt.clean_alluredir = True
 
     def _carry_over(self, staging: Path) -> None:
@@ -164,7 +174,7 @@ class SuiteState:
         if not current.is_dir():
             return
         mine = {self.name("results", "json"), self.name("report", "html"), self.name("junit", "xml"), "manifest.json"}
-        mine_dirs = {self.name("allure-results", "d")[:-2], self.name("allure-report", "d")[:-2]}
+        mine_dirs = {self.name("allure-results"), self.name("allure-report")}
         if self.kind == "daily":
             mine |= {"flags.json", "slo_snapshot.json", "outbox_lag.json", "alerts.sql.out", "trace-sample.txt",
                      "audit_digest.json", "advisors.json"}
@@ -276,7 +286,7 @@ def pytest_runtest_logreport(report):
     ctl = props.get(CONTROL_KEY)
     if ctl is None:
         return None
-    entry = st._entry(report.nodeid, ctl)
+    entry = st.entry(report.nodeid, ctl)
     entry["duration_s"] = round(entry.get("duration_s", 0) + report.duration, 3)  # setup + call + teardown
     for k, v in report.user_properties:  # every phase: fixtures finish records in teardown
         if k == ARTIFACT_KEY:
@@ -308,16 +318,6 @@ def _short(report) -> str:
     return text.strip().splitlines()[-1][:500] if text.strip() else ""
 
 
-def _entry(self, nodeid: str, ctl: dict) -> dict:
-    for e in self.results:
-        if e["nodeid"] == nodeid:
-            return e
-    e = dict(ctl, records=[], verdict="pending")
-    self.results.append(e)
-    return e
-
-
-SuiteState._entry = _entry
 
 
 # -- pytest-html columns -----------------------------------------------------------
@@ -380,9 +380,9 @@ def _write_pack(st: SuiteState) -> None:
     for name, src in getattr(st, "user_reports", {}).items():
         if src.exists():
             pack.add_file(name, src)
-    allure_dir = staging / st.name("allure-results", "d")[:-2]
+    allure_dir = staging / st.name("allure-results")
     if allure_dir.is_dir() and any(allure_dir.iterdir()) and os.environ.get("OPSPROOF_NO_ALLURE_HTML") != "1":
-        allure_mod.generate(allure_dir, staging / st.name("allure-report", "d")[:-2])
+        allure_mod.generate(allure_dir, staging / st.name("allure-report"))
     metadata = {"target": st.settings.target, "host": st.settings.host(), "opsproof_version": __version__,
                 "policy": st.policy.source, "policy_sha256": st.policy.sha256, "run_id": st.run_id,
                 "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),

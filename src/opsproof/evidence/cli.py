@@ -6,7 +6,6 @@ path that does not exist.
 
 from __future__ import annotations
 
-import functools
 from datetime import date
 from pathlib import Path
 from typing import Optional
@@ -14,7 +13,8 @@ from typing import Optional
 import typer
 
 from opsproof import clock
-from opsproof.errors import OpsproofError, UsageError
+from opsproof.cliutil import one_line_errors
+from opsproof.errors import UsageError
 from opsproof.evidence.common import MANIFEST, TAR_SUFFIXES, is_tar_pack, pack_day
 from opsproof.evidence.retention import prune as _prune
 from opsproof.evidence.verify import verify_chain, verify_pack
@@ -24,21 +24,6 @@ app = typer.Typer(help="The daily evidence pack: verify, prune, report.", no_arg
                   pretty_exceptions_enable=False)
 
 DEFAULT_ROOT = Path("reports/evidence")
-
-
-def _one_line(fn):
-    """OpsproofError -> its message as one line on stderr and its exit code (2 usage, 1 failure), the same
-    whether this app runs mounted under `opsproof` or on its own."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except OpsproofError as exc:
-            typer.echo(f"opsproof: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper
 
 
 def _root(root: Optional[Path]) -> Path:
@@ -59,7 +44,7 @@ def _looks_like_pack(path: Path) -> bool:
 
 
 @app.command()
-@_one_line
+@one_line_errors
 def verify(
     target: Optional[Path] = typer.Argument(None, metavar="[DIR]",
                                             help="A pack (YYYY-MM-DD dir or .tar.gz) or an evidence root."),
@@ -90,7 +75,7 @@ def verify(
 
 
 @app.command()
-@_one_line
+@one_line_errors
 def prune(
     root: Optional[Path] = typer.Option(None, "--root", help="Evidence root [default: <project>/reports/evidence]."),
     today: Optional[str] = typer.Option(None, "--today", help="YYYY-MM-DD [default: today UTC]."),
@@ -125,7 +110,7 @@ def _policy_retention(policy: Optional[Path]) -> tuple[int, int]:
 
 
 @app.command()
-@_one_line
+@one_line_errors
 def report(
     pack: Path = typer.Argument(..., help="A pack dir holding allure-results/."),
     out: Optional[Path] = typer.Option(None, "--out", "-o",

@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from opsproof.errors import OpsproofError, UsageError
+from opsproof.cliutil import run_or_exit
+from opsproof.errors import UsageError
 
 app = typer.Typer(help="Leased flag overrides and other levers: list them, release stale ones.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -23,14 +24,6 @@ def _dsns() -> tuple[str, str | None]:
     return s.db_url.get_secret_value(), (s.replica_db_url.get_secret_value() if s.replica_db_url else None)
 
 
-def _run(fn):
-    try:
-        return fn()
-    except OpsproofError as exc:
-        typer.echo(f"opsproof: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
 @app.command("list")
 def list_cmd(all_: bool = typer.Option(False, "--all", help="include released overrides"),
              as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -42,7 +35,7 @@ def list_cmd(all_: bool = typer.Option(False, "--all", help="include released ov
         dsn, _ = _dsns()
         return overrides.list_overrides(dsn, include_released=all_, limit=limit)
 
-    rows = _run(go)
+    rows = run_or_exit(go)
     if as_json:
         typer.echo(json.dumps(rows, default=str, indent=2))
         return
@@ -87,7 +80,7 @@ def release(stale: bool = typer.Option(False, "--stale", help="release overrides
                 typer.echo(f"resumed WAL replay left paused by {pause['owner']} (run {pause['run_id']})")
             out["replica"] = pause
         if run:
-            out["run_released"] = overrides.release_run(dsn, run, f"released by operator (release --run {run})")
+            out["run_released"] = overrides.releaserun_or_exit(dsn, run, f"released by operator (release --run {run})")
             typer.echo(f"released {len(out['run_released'])} override(s) of run {run}")
         if ids:
             out["id_released"] = overrides.release(dsn, list(ids), "levers-cli", "released by operator (release --id)")
@@ -96,7 +89,7 @@ def release(stale: bool = typer.Option(False, "--stale", help="release overrides
             typer.echo("no stale overrides")
         return out
 
-    _run(go)
+    run_or_exit(go)
 
 
 if __name__ == "__main__":

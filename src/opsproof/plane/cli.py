@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsproof import paths
-from opsproof.errors import OpsproofError
+from opsproof.cliutil import run_or_exit
 from opsproof.plane.supervisor import COMPONENTS, Supervisor
 
 app = typer.Typer(help="The reference ops plane: worker, relay, replayer, ingest, sink, gate, traffic.",
@@ -23,31 +23,23 @@ def _sup(base: Path | None, stack_env: Path | None) -> Supervisor:
     return Supervisor(base or paths.plane_dir(), stack_env)
 
 
-def _run(fn):
-    try:
-        return fn()
-    except OpsproofError as exc:
-        typer.echo(f"opsproof: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-
-
 @app.command()
 def up(base: Path = DirOpt, stack_env: Path = StackEnvOpt,
        wait: float = typer.Option(30.0, help="seconds to wait for each component to come up")) -> None:
     """Start every component not already running (idempotent)."""
-    _run(lambda: _sup(base, stack_env).up(log=typer.echo, wait_s=wait))
+    run_or_exit(lambda: _sup(base, stack_env).up(log=typer.echo, wait_s=wait))
 
 
 @app.command()
 def down(base: Path = DirOpt, stack_env: Path = StackEnvOpt) -> None:
     """Stop every component (SIGTERM, then SIGKILL of the process groups)."""
-    _run(lambda: _sup(base, stack_env).down(log=typer.echo))
+    run_or_exit(lambda: _sup(base, stack_env).down(log=typer.echo))
 
 
 @app.command()
 def status(base: Path = DirOpt, stack_env: Path = StackEnvOpt) -> None:
     """Each component's pid, liveness and last heartbeat age; exit 1 if any is down."""
-    rows = _run(lambda: _sup(base, stack_env).status())
+    rows = run_or_exit(lambda: _sup(base, stack_env).status())
     table = Table("component", "pid", "alive", "last heartbeat")
     for r in rows:
         age = "-" if r.heartbeat_age_s is None else f"{r.heartbeat_age_s:.1f}s ago"
