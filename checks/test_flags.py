@@ -10,6 +10,15 @@ from opsproof.measure import ops as measure
 from opsproof.recorder import MeasurementError
 
 
+def same_json(actual, expected) -> bool:
+    """Equal as JSON values *and* types: 0 is not false, 1.0 is not true, "true" is not true."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return type(actual) is type(expected) and actual == expected
+    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
+        return actual == expected
+    return type(actual) is type(expected) and actual == expected
+
+
 def pytest_generate_tests(metafunc):
     if "flag_key" in metafunc.fixturenames:
         st = getattr(metafunc.config, "_opsproof", None)
@@ -42,7 +51,7 @@ def test_required_flag(flag_key, flags, budgets, policy, evidence):
     if state is None:
         raise MeasurementError(f"flag {flag_key} is missing from ops.feature_flags")
     expected = policy.flags[flag_key]
-    ok = state.value == expected
+    ok = same_json(state.value, expected)
     evidence.record(name=flag_key, measured=state.value, threshold=f"== {json.dumps(expected)}", verdict=ok,
                     query=measure.QUERIES["effective_flags"],
                     detail={"base_value": state.base_value, "overridden": state.overridden,

@@ -1,4 +1,10 @@
-"""SLO gates over the window: uptime, success, p95 latency — with error budget and burn rates in the evidence."""
+"""SLO gates over the window: uptime, success, p95 latency — with error budget and burn rates in the evidence.
+
+Uptime counts every whole minute of the window: a minute without any health probe is NOT up (only the last
+`telemetry.settle_s` seconds are spared while their probes may still be arriving), so an outage nobody recorded
+lowers uptime instead of vanishing from the denominator. A burn-rate window without requests is an error: a
+null burn rate proves nothing, and never sits in a green pack.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,28 @@ import pytest
 from opsproof.measure import ops as measure
 
 FW = {"SOC2": ["A1.1", "CC7.1"], "ISO27001": ["A.8.16"]}
+QUERY = "select ops.slo_snapshot(%s, %s, %s, %s, %s, %s)"  # from, to, success target, uptime target, burn h, settle s
 
 
 @pytest.fixture(scope="module")
 def snapshot(target, policy, window):
-    return measure.slo_snapshot(target, *window.args, policy.slo.success_pct_min, policy.slo.uptime_pct_min)
+    return measure.slo_snapshot(target, *window.args, policy.slo.success_pct_min, policy.slo.uptime_pct_min,
+                                burn_hours=list(policy.slo.burn_rate_windows_hours),
+                                settle_s=policy.telemetry.settle_s)
 
 
 def _artifact(evidence, snapshot, window):
     evidence.artifact("slo_snapshot.json", {"window": {"from": window.start.isoformat(), "to": window.end.isoformat()},
                                             **snapshot.model_dump(mode="json")})
+
+
+def _burn_rates(snapshot, policy, window, evidence) -> dict:
+    """Every burn-rate window the policy names, measured: a missing or null one is an error, never a pass."""
+    rates = snapshot.burn_rates or {}
+    empty = [f"{h}h" for h in policy.slo.burn_rate_windows_hours if rates.get(f"{h}h") is None]
+    evidence.require(not empty, f"burn-rate window(s) {', '.join(empty)} hold no requests (window ends "
+                                f"{window.end.isoformat()}): the request stream stopped, a burn rate cannot be shown")
+    return rates
 
 
 @pytest.mark.daily
@@ -26,8 +44,18 @@ def _artifact(evidence, snapshot, window):
 def test_uptime(snapshot, policy, window, evidence):
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.probes > 0, f"no health probes in the {window.label} window")
-    evidence.check("uptime", snapshot.uptime_pct, ">=", policy.slo.uptime_pct_min, unit="%",
-                   query=measure.QUERIES["slo_snapshot"], detail=snapshot.error_budget.get("uptime"))
+    window_minutes = getattr(snapshot, "window_minutes", None)
+    evidence.require(window_minutes is not None and "unprobed_minutes" in (snapshot.model_extra or {}),
+                     "ops.slo_snapshot does not count unprobed minutes (apply migration 20261203000100)")
+    evidence.require(window_minutes > 0, f"the {window.label} window holds no whole minute to judge")
+    evidence.check("uptime (an unprobed minute is not up)", snapshot.uptime_pct, ">=", policy.slo.uptime_pct_min,
+                   unit="%", query=QUERY,
+                   detail={"window_minutes": window_minutes, "up_minutes": getattr(snapshot, "up_minutes", None),
+                           "down_minutes": getattr(snapshot, "down_minutes", None),
+                           "unprobed_minutes": getattr(snapshot, "unprobed_minutes", None),
+                           "probe_coverage_pct": getattr(snapshot, "probe_coverage_pct", None),
+                           "settle_s": getattr(snapshot, "settle_s", None),
+                           "error_budget": snapshot.error_budget.get("uptime")})
 
 
 @pytest.mark.daily
@@ -37,9 +65,9 @@ def test_uptime(snapshot, policy, window, evidence):
 def test_success_rate(snapshot, policy, window, evidence):
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.requests > 0, f"no requests in the {window.label} window")
-    evidence.check("success", snapshot.success_pct, ">=", policy.slo.success_pct_min, unit="%",
-                   query=measure.QUERIES["slo_snapshot"],
-                   detail={"error_budget": snapshot.error_budget.get("success"), "burn_rates": snapshot.burn_rates})
+    rates = _burn_rates(snapshot, policy, window, evidence)
+    evidence.check("success", snapshot.success_pct, ">=", policy.slo.success_pct_min, unit="%", query=QUERY,
+                   detail={"error_budget": snapshot.error_budget.get("success"), "burn_rates": rates})
 
 
 @pytest.mark.daily
@@ -49,5 +77,4 @@ def test_success_rate(snapshot, policy, window, evidence):
 def test_p95_latency(snapshot, policy, window, evidence):
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.requests > 0, f"no requests in the {window.label} window")
-    evidence.check("p95 latency", snapshot.p95_ms, "<=", policy.slo.p95_ms_max, unit=" ms",
-                   query=measure.QUERIES["slo_snapshot"])
+    evidence.check("p95 latency", snapshot.p95_ms, "<=", policy.slo.p95_ms_max, unit=" ms", query=QUERY)

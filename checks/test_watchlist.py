@@ -23,13 +23,18 @@ def test_outbox_lag(target, policy, window, evidence):
 
 @pytest.mark.daily
 @pytest.mark.watchlist
-@pytest.mark.control(id="WCH-002", title="Agent success > 98% and quarantine < 1%", severity="high", frameworks=FW)
+@pytest.mark.control(id="WCH-002", title="Agent success > 98%, quarantine < 1%, no stalled tasks", severity="high", frameworks=FW)
 def test_agent_health(target, policy, window, evidence):
     h = measure.agent_health(target, *window.args)
     evidence.require(h.finished > 0, f"no finished agent tasks in the {window.label} window")
     w, q = policy.watchlist, measure.QUERIES["agent_health"]
     evidence.check("agent success", h.success_pct, ">", w.agent_success_pct_min, unit="%", query=q)
     evidence.check("agent quarantine", h.quarantine_pct, "<", w.agent_quarantine_pct_max, unit="%", query=q)
+    # success counts finished tasks only: a pool that stops finishing work must not keep a perfect rate
+    s = measure.agent_stalls(target, *window.args, w.agent_stall_after_s)
+    evidence.check(f"tasks queued/running > {w.agent_stall_after_s:g} s", s.stalled, "<=", w.agent_stalled_max,
+                   query=measure.QUERIES["agent_stalls"],
+                   detail={"oldest_unfinished_s": s.oldest_unfinished_s, "stalled_task_ids": s.stalled_task_ids})
 
 
 @pytest.mark.daily

@@ -135,23 +135,72 @@ def test_as_root_the_cluster_runs_under_an_unprivileged_account(home):
     assert oct(datadir.stat().st_mode & 0o777) == "0o700"
 
 
+def _readable_project(dest: Path, owner: pwd.struct_passwd) -> Path:
+    """A project dir the unprivileged account can read: supabase/ (migrations, config) and the Supabase CLI
+    binary, copied (hard-linked when possible) from the checkout, which may sit under a root-only directory."""
+    import shutil
+
+    from helpers import REPO
+
+    shutil.copytree(REPO / "supabase", dest / "supabase")
+    binaries = sorted(REPO.glob("node_modules/@supabase/cli-*/bin/supabase"))
+    src = binaries[0] if binaries else Path(shutil.which("supabase") or "")
+    if not src.is_file():
+        pytest.skip("no Supabase CLI binary to give the unprivileged account")
+    (dest / "node_modules" / ".bin").mkdir(parents=True)
+    target = dest / "node_modules" / ".bin" / "supabase"
+    try:
+        os.link(src, target)
+    except OSError:
+        shutil.copy2(src, target)
+    for path in [dest, *dest.rglob("*")]:
+        os.chown(path, owner.pw_uid, owner.pw_gid, follow_symlinks=False)
+    return dest
+
+
+# What the child imports lazily during a stack lifecycle: imported here first, since the interpreter and the
+# checkout may live where the unprivileged account cannot read (under /root, or a root-only temp dir).
+_CHILD_IMPORTS = ("hashlib", "json", "urllib.parse", "re", "secrets", "socket", "shutil", "opsproof.stack.seed",
+                  "opsproof.stack.backup", "opsproof.stack.supabase_cli", "opsproof.stack.binaries",
+                  "opsproof.stack.ports", "opsproof.stack.secrets", "opsproof.envfile", "opsproof.clock",
+                  "psycopg", "psycopg.sql", "psycopg.rows", "psycopg.types.json", "encodings.idna")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to switch to a non-root user")
 def test_runs_as_a_non_root_user():
     """Fork, drop to an unprivileged account, and bring a stack up there: no account switching needed.
 
-    The interpreter lives under /root here (unreadable to others), so the child is a fork of this
-    process with every module it needs already imported, not a fresh `opsproof` process.
-    """
-    import hashlib  # noqa: F401  (pre-import what the child uses lazily)
+    The interpreter and the checkout may live where others cannot read (/root, a 0700 temp dir), so the
+    child is a fork of this process with what it needs already imported, not a fresh `opsproof` process,
+    and it gets its own readable copy of the project's supabase/ and CLI (a non-root user runs from a
+    checkout they can read)."""
+    import importlib
     import json
-    import urllib.parse  # noqa: F401
+    import shutil
+    import sys
 
+    from opsproof.stack import manager
     from opsproof.stack.manager import Stack
 
+    for name in _CHILD_IMPORTS:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
     entry = pwd.getpwnam("postgres")
     home = Path(tempfile.mkdtemp(prefix="opsproof-nonroot-"))
+    os.chmod(home, 0o755)
     os.chown(home, entry.pw_uid, entry.pw_gid)
+    project = _readable_project(home / "project", entry)
+    bootstrap = project / "bootstrap.sql"
+    shutil.copy2(manager.BOOTSTRAP_SQL, bootstrap)
+    os.chown(bootstrap, entry.pw_uid, entry.pw_gid)
+    state_home = home / "state"
+    state_home.mkdir()
+    os.chown(state_home, entry.pw_uid, entry.pw_gid)
     result = home / "result.json"
+    before = set(sys.modules)
+    saved_bootstrap = manager.BOOTSTRAP_SQL
     pid = os.fork()
     if pid == 0:  # child: become postgres, run the stack lifecycle, report
         code = 1
@@ -159,31 +208,112 @@ def test_runs_as_a_non_root_user():
             os.setgroups([])
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)
-            os.environ["HOME"] = str(home)
-            st = Stack(home=home)
+            os.environ.update(HOME=str(home), OPSPROOF_PROJECT_DIR=str(project))
+            os.chdir(home)
+            manager.BOOTSTRAP_SQL = bootstrap
+            st = Stack(home=state_home)
             st.up(seed_days=0, log=lambda m: None)
             status = st.status()
             st.down(log=lambda m: None)
             result.write_text(json.dumps({"healthy": status["healthy"], "problems": status["problems"],
-                                          "runs_as": status["runs_as"], "uid": os.geteuid()}))
+                                          "runs_as": status["runs_as"], "uid": os.geteuid(),
+                                          "datadir": status["datadir"],
+                                          "imported_late": sorted(set(sys.modules) - before)}))
             code = 0
         except BaseException as exc:  # report, never return into pytest
             try:
-                result.write_text(json.dumps({"error": repr(exc)}))
+                result.write_text(json.dumps({"error": repr(exc), "imported_late": sorted(set(sys.modules) - before)}))
             except OSError:
                 pass
         finally:
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     try:
+        assert manager.BOOTSTRAP_SQL == saved_bootstrap
         report = json.loads(result.read_text())
         assert report.get("healthy") is True, report
         assert report["runs_as"] == "postgres" and report["uid"] == entry.pw_uid
-        assert (home / "stack" / "env").stat().st_uid == entry.pw_uid
+        assert report["datadir"] == str(state_home / "stack" / "data"), "a reachable home keeps its own data"
+        assert (state_home / "stack" / "env").stat().st_uid == entry.pw_uid
     finally:
-        import shutil
-
+        Stack(home=state_home).destroy()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def root_only_home():
+    """OPSPROOF_HOME inside a 0700 root-owned directory the server account (postgres) cannot enter, like a
+    checkout under /root."""
+    import shutil
+
+    outer = Path(tempfile.mkdtemp(prefix="opsproof-rootonly-"))
+    os.chmod(outer, 0o700)
+    home = outer / "checkout" / ".opsproof"
+    home.parent.mkdir()
+    yield home
+    from opsproof.stack.manager import Stack
+
+    Stack(home=home).destroy()
+    shutil.rmtree(outer, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster under another account")
+def test_as_root_a_home_the_server_account_cannot_reach_still_works(root_only_home):
+    """The cluster's files (data, logs) go to a per-home 0700 dir owned by the server account outside the
+    home; up/status/down/up keep the data there, and reset/destroy remove it."""
+    from opsproof.stack.manager import Stack
+
+    home = root_only_home
+    up = run_cli("stack", "up", "--days", "0", home=home)
+    assert up.returncode == 0, up.stderr
+    st = run_cli("stack", "status", home=home)
+    assert st.returncode == 0 and "streaming" in st.stdout, st.stdout + st.stderr
+    state = Stack(home=home).state()
+    outside = Path(state.outside)
+    assert home not in outside.parents and Path(state.datadir).parent == outside
+    assert outside.stat().st_uid == pwd.getpwnam(state.runas).pw_uid and outside.stat().st_mode & 0o777 == 0o700
+    assert (Path(state.logdir) / "primary.log").stat().st_size > 0, "the server writes its log"
+    assert not (home / "stack" / "data").exists() and not (home / "stack" / "logs").exists()
+
+    env = read_env(home / "stack" / "env")
+    with psycopg.connect(env["SUPABASE_DB_URL"], autocommit=True) as conn:
+        conn.execute("insert into ops.ci_events (branch, kind) values ('main', 'rootonly-marker')")
+    assert run_cli("stack", "down", home=home).returncode == 0
+    again = run_cli("stack", "up", home=home)
+    assert again.returncode == 0, again.stderr
+    env = read_env(home / "stack" / "env")
+    with psycopg.connect(env["SUPABASE_DB_URL"]) as conn:
+        assert conn.execute("select count(*) from ops.ci_events where kind = 'rootonly-marker'").fetchone()[0] == 1
+
+    reset = run_cli("stack", "reset", "--days", "0", home=home)
+    assert reset.returncode == 0, reset.stderr
+    new_state = Stack(home=home).state()
+    assert Path(new_state.outside) == outside and outside.is_dir()
+    env = read_env(home / "stack" / "env")
+    with psycopg.connect(env["SUPABASE_DB_URL"]) as conn:
+        assert conn.execute("select count(*) from ops.ci_events where kind = 'rootonly-marker'").fetchone()[0] == 0
+    Stack(home=home).destroy()
+    assert not outside.exists(), "destroy removes the cluster's files outside the home"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the cluster under another account")
+def test_as_root_a_planted_outside_dir_is_refused(root_only_home):
+    """/var/tmp is writable by everyone: a directory someone else made under the stack's name never gets the data."""
+    from opsproof.stack.manager import Stack
+    from opsproof.stack.osuser import resolve
+
+    outside = Stack(home=root_only_home).outside_dir(resolve(os.environ.get("OPSPROOF_PG_USER")))
+    outside.mkdir()
+    try:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(outside, nobody.pw_uid, nobody.pw_gid)
+        out = run_cli("stack", "up", "--days", "0", home=root_only_home)
+        assert out.returncode == 2, out.stderr
+        assert "refusing" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+        assert not (root_only_home / "stack").exists()
+        assert list(outside.iterdir()) == []
+    finally:
+        outside.rmdir()
 
 
 def test_up_tops_up_the_seeded_history_after_a_long_idle(home):

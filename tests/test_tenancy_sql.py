@@ -195,10 +195,24 @@ def test_no_tenant_claim_sees_nothing(conn, relation):
 
 
 def test_app_metadata_claims_are_honoured_user_metadata_is_not(conn):
-    with as_request(conn, "authenticated", {"app_metadata": {"tenant_id": T2, "app_role": "dispatcher"}}):
+    with as_request(conn, "authenticated", {"sub": str(uuid.uuid4()),
+                                            "app_metadata": {"tenant_id": T2, "app_role": "dispatcher"}}):
         assert count(conn, "public.loads") == count(conn, "public.loads", "tenant_id = %s", (T2,)) > 0
     with as_request(conn, "authenticated", {"user_metadata": {"tenant_id": T2, "app_role": "super_admin"}}):
         assert count(conn, "public.loads") == 0
+
+
+@pytest.mark.parametrize("relation", TENANT_TABLES)
+def test_a_token_without_a_user_acts_for_no_tenant(conn, relation):
+    """sub missing or not a uuid: tenant and role claims are ignored (migration 20261203000200)."""
+    for claims in ({"tenant_id": T1, "app_role": "super_admin"},
+                   {"sub": "", "tenant_id": T1, "app_role": "super_admin"},
+                   {"sub": "service-x", "tenant_id": T1, "app_role": "super_admin"}):
+        with as_request(conn, "authenticated", claims):
+            assert count(conn, relation) == 0, (relation, claims)
+            assert conn.execute("select ops.jwt_tenant(), ops.jwt_app_role()").fetchone() == (None, None)
+    with as_request(conn, "authenticated", user(T1, "super_admin")):
+        assert count(conn, relation) > 0
 
 
 def test_tenant_cannot_write_into_or_change_another_tenant(conn):
@@ -258,6 +272,202 @@ def test_service_role_sees_everything(conn):
     with as_request(conn, "service_role"):
         as_service = {t: count(conn, t) for t in tables}
     assert as_service == owner
+
+
+# -- the isolation matrix (measure/tenancy.py, SEC-001) ----------------------------------------------
+
+@pytest.fixture
+def target(db):
+    from opsproof.target.db import Target
+
+    t = Target(db)
+    yield t
+    t.close()
+
+
+@contextmanager
+def injected(conn: psycopg.Connection, create: str, drop: str) -> Iterator[None]:
+    conn.execute(create)
+    try:
+        yield
+    finally:
+        conn.execute(drop)
+
+
+def matrix(target, **kw):
+    from opsproof.measure import tenancy
+
+    return tenancy.cross_tenant_matrix(target, **kw)
+
+
+def test_matrix_walks_every_principal_and_path_and_is_clean(target):
+    m = matrix(target)
+    assert not m.failures(), m.failures()[:5]
+    # this scratch database has no telemetry: its ops tables' zeros are unproven (fail closed), public's are proven
+    assert not [k for k in m.unproven() if not k.startswith("ops.")], m.unproven()[:5]
+    assert any(k.startswith("ops.requests|") for k in m.unproven())
+    kinds = {p.kind for p in m.principals}
+    assert kinds == {"owner", "stranger", "anon", "malformed"}
+    assert sum(p.kind == "owner" for p in m.principals) == 4 * 8
+    names = {p.name for p in m.principals}
+    for bad in ("no-tenant_id", "tenant_id-not-uuid", "tenant_id-empty", "tenant_id-number", "no-app_role",
+                "unknown-app_role", "no-sub"):
+        assert f"malformed:{bad}" in names
+    probed = {p.name: p for p in m.api_paths if p.status == "probed"}
+    assert set(TENANT_TABLES) <= set(probed)
+    assert {"ops.requests", "ops.spans"} <= set(probed), "partitioned parents are probed"
+    assert probed["ops.requests"].kind == "partitioned table"
+    assert any(n.startswith("public.can_access_portal(") for n in probed)
+    assert any(n.startswith("ops.slo_snapshot(") for n in probed), "functions with arguments are called"
+    statuses = {p.name: p.status for p in m.api_paths}
+    assert statuses["public.portals"] == "not tenant-scoped"
+    assert not [p for p in m.api_paths if p.kind == "function" and p.security_definer], "the contract has none"
+    ev = json.loads(json.dumps(m.evidence()))
+    assert ev["principals"] and ev["paths"] and ev["cells"] > 1000 and ev["leaks"] == []
+
+
+def test_matrix_leaves_the_target_unchanged(target, conn):
+    before = conn.execute("select count(*) from pg_class where relnamespace in "
+                          "('public'::regnamespace, 'ops'::regnamespace)").fetchone()[0]
+    with injected(conn, "create table public.m_calls (n int); alter table public.m_calls enable row level security; "
+                        "create function public.m_bump(p_tenant uuid) returns int language sql volatile "
+                        "security invoker as $$ insert into public.m_calls values (1) returning 1 $$; "
+                        "grant insert on public.m_calls to authenticated; "
+                        "create policy m_ins on public.m_calls for insert to authenticated with check (true)",
+                  "drop function public.m_bump(uuid); drop table public.m_calls"):
+        matrix(target)
+        assert conn.execute("select count(*) from public.m_calls").fetchone()[0] == 0
+    assert conn.execute("select count(*) from pg_class where relnamespace in "
+                        "('public'::regnamespace, 'ops'::regnamespace)").fetchone()[0] == before
+
+
+def _leaks_by(m, path_prefix: str) -> set[str]:
+    return {x["kind"] for x in m.leaks if x["path"].startswith(path_prefix)}
+
+
+def test_matrix_catches_anon_and_a_policy_trusting_a_missing_claim(target, conn):
+    with injected(conn, "create policy t_anon on public.drivers for select to anon using (true)",
+                  "drop policy t_anon on public.drivers"):
+        m = matrix(target)
+    assert _leaks_by(m, "public.drivers") == {"anon"}
+    with injected(conn, "create policy t_trust on public.vehicles for select to authenticated using "
+                        "(tenant_id::text = coalesce(auth.jwt() ->> 'tenant_id', tenant_id::text))",
+                  "drop policy t_trust on public.vehicles"):
+        m = matrix(target)
+    assert _leaks_by(m, "public.vehicles") == {"malformed"}
+    assert {x["principal"] for x in m.leaks} >= {"malformed:no-tenant_id", "malformed:no-claims"}
+
+
+def test_matrix_catches_definer_views_matviews_and_definer_rpcs(target, conn):
+    with injected(conn, "create view public.t_v as select * from public.shipments; "
+                        "grant select on public.t_v to authenticated",
+                  "drop view public.t_v"):
+        m = matrix(target)
+    path = next(p for p in m.api_paths if p.name == "public.t_v")
+    assert path.kind == "view" and path.security_definer
+    assert "owner" in _leaks_by(m, "public.t_v")
+    with injected(conn, "create view public.t_iv with (security_invoker = true) as select * from public.shipments; "
+                        "grant select on public.t_iv to authenticated",
+                  "drop view public.t_iv"):
+        m = matrix(target)
+    assert not m.failures() and not [k for k in m.unproven() if k.startswith("public.")]
+    with injected(conn, "create materialized view public.t_mv as select tenant_id, id from public.carriers; "
+                        "grant select on public.t_mv to authenticated",
+                  "drop materialized view public.t_mv"):
+        m = matrix(target)
+    assert next(p for p in m.api_paths if p.name == "public.t_mv").kind == "matview"
+    assert "owner" in _leaks_by(m, "public.t_mv")
+    with injected(conn, "create function public.t_rows(p uuid) returns setof public.invoices language sql stable "
+                        "security definer set search_path = '' as $$ select * from public.invoices "
+                        "where tenant_id = p $$; grant execute on function public.t_rows(uuid) to authenticated",
+                  "drop function public.t_rows(uuid)"):
+        m = matrix(target)
+    assert "owner" in _leaks_by(m, "public.t_rows(")
+
+
+def test_matrix_judges_scalar_definer_functions_by_ids_and_differentially(target, conn):
+    # jsonb of rows with their ids: the other tenant's ids in the output are a leak
+    with injected(conn, "create function public.t_json(p uuid) returns jsonb language sql stable security definer "
+                        "set search_path = '' as $$ select jsonb_agg(jsonb_build_object('id', l.id, 'ref', "
+                        "l.reference)) from public.loads l where l.tenant_id = p $$; "
+                        "grant execute on function public.t_json(uuid) to authenticated",
+                  "drop function public.t_json(uuid)"):
+        m = matrix(target)
+    assert "owner" in _leaks_by(m, "public.t_json(")
+    # a bare count that everyone gets for any tenant id: a stranger is told each tenant's own answer
+    with injected(conn, "create function public.t_count(p uuid) returns bigint language sql stable "
+                        "security definer set search_path = '' as $$ select count(*) from public.loads "
+                        "where tenant_id = p $$; grant execute on function public.t_count(uuid) to authenticated",
+                  "drop function public.t_count(uuid)"):
+        m = matrix(target)
+    assert "stranger" in _leaks_by(m, "public.t_count(") and "owner" in _leaks_by(m, "public.t_count(")
+    # a count that only the owner and one foreign role get: the differential sees the foreign one
+    with injected(conn, "create function public.t_count(p uuid) returns bigint language sql stable "
+                        "security definer set search_path = '' as $$ select count(*) from public.loads "
+                        "where tenant_id = p and (p = (select ops.jwt_tenant()) or (select ops.jwt_app_role()) = "
+                        "'analyst' and (select ops.jwt_tenant()) is not null) $$; "
+                        "grant execute on function public.t_count(uuid) to authenticated",
+                  "drop function public.t_count(uuid)"):
+        m = matrix(target)
+    got = {(x["kind"], x["as_role"], x["how"].split(":")[0]) for x in m.leaks
+           if x["path"].startswith("public.t_count(")}
+    assert got == {("stranger", "analyst", "differential"), ("owner", "analyst", "differential")}, got
+    # the same count, checked against the caller's tenant: judged (differentially) and clean
+    with injected(conn, "create function public.t_count(p uuid) returns bigint language sql stable "
+                        "security definer set search_path = '' as $$ select count(*) from public.loads "
+                        "where tenant_id = p and p = (select ops.jwt_tenant()) $$; "
+                        "grant execute on function public.t_count(uuid) to authenticated",
+                  "drop function public.t_count(uuid)"):
+        m = matrix(target)
+    assert not m.failures(), m.failures()[:3]
+    assert "differential" in next(v for k, v in m.judged_by.items() if k.startswith("public.t_count("))
+
+
+def test_definer_functions_the_matrix_cannot_judge_fail_unless_allow_listed(target, conn):
+    create = ("create type public.t_f as (t uuid); "
+              "create function public.t_opaque(p public.t_f) returns int language sql stable security definer "
+              "set search_path = '' as $$ select 1 $$; "
+              "create function public.t_const() returns int language sql stable security definer "
+              "set search_path = '' as $$ select 42 $$; "
+              "grant execute on function public.t_opaque(public.t_f), public.t_const() to authenticated")
+    drop = "drop function public.t_opaque(public.t_f); drop function public.t_const(); drop type public.t_f"
+    with injected(conn, create, drop):
+        m = matrix(target)
+        unjudged = {x["path"].split("(")[0]: x["why"] for x in m.unjudged}
+        assert set(unjudged) == {"public.t_opaque", "public.t_const"}, unjudged
+        assert "cannot be called" in unjudged["public.t_opaque"]
+        m = matrix(target, allowlist={"public.t_opaque": "fixture: takes a filter, returns a constant",
+                                      "public.t_const()": "fixture: returns a constant, reads nothing"})
+        assert not m.unjudged and not m.failures()
+        assert {x["path"].split("(")[0] for x in m.allowlisted} == {"public.t_opaque", "public.t_const"}
+
+
+def test_a_path_no_owner_reads_is_unproven_not_a_pass(target, conn):
+    with injected(conn, "create policy t_none on public.rate_quotes as restrictive for select to authenticated "
+                        "using (false)",
+                  "drop policy t_none on public.rate_quotes"):
+        m = matrix(target)
+    assert not m.failures()
+    assert any(k.startswith("public.rate_quotes|") for k in m.unproven())
+
+
+def test_policy_isolation_settings_are_validated(tmp_path):
+    from opsproof import policy
+    from opsproof.errors import UsageError
+
+    bad = tmp_path / "p.toml"
+    bad.write_text('[security]\nisolation_allowlist = { "public.f" = "" }\n')
+    with pytest.raises(UsageError, match="reason"):
+        policy.load(bad)
+    bad.write_text('[security]\nisolation_allowlist = { "not a name" = "a good reason here" }\n')
+    with pytest.raises(UsageError, match="schema.name"):
+        policy.load(bad)
+    bad.write_text('[security]\nexposed_schemas = []\n')
+    with pytest.raises(UsageError):
+        policy.load(bad)
+    ok = tmp_path / "ok.toml"
+    ok.write_text('[security]\nisolation_allowlist = { "public.f(uuid)" = "returns only public data" }\n')
+    assert policy.load(ok).security.isolation_allowlist == {"public.f(uuid)": "returns only public data"}
 
 
 # -- portals x roles -------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def _suite_command(marker: str, help_text: str, with_plane: bool = True):
     return _run
 
 
-_suite_command("daily", "Run `pytest -m daily` (brings up the embedded default when no target is configured).")
+_suite_command("daily", "Run `pytest -m daily` on the configured target (environment > .env > the embedded "
+               "default, which it brings up). Every input is checked first: bad input is exit 2, nothing started.")
 _suite_command("gate", "Run the CI gate subset `pytest -m gate`.")
 _suite_command("drill", "Run the weekly drills `pytest -m drill`.")
 _suite_command("acceptance", "Run the done-done acceptance `pytest -m acceptance`.")
@@ -48,6 +49,9 @@ def _mount_optional() -> None:
 def main() -> None:
     _mount_optional()
     try:
+        from opsproof.config import apply_dotenv
+
+        apply_dotenv()  # .env settings (OPSPROOF_HOME, ...) hold for every sub-command; the environment wins
         rc = app(standalone_mode=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except OpsproofError as exc:

@@ -1,4 +1,4 @@
-"""KEY=VALUE files (the stack's and plane's connection details)."""
+"""KEY=VALUE files: the stack's and plane's connection details (read_env/write_env) and a user's .env (read_dotenv)."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def write_env(path: Path, values: dict[str, str]) -> None:
         for key, value in values.items():
             fh.write(f"{key}={value}\n")
     os.replace(tmp, path)
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """A user's .env file, parsed as python-dotenv (and pydantic-settings) do: `export`, quotes, comments.
+    No interpolation; keys without a value or with an empty one are left out (empty = unset)."""
+    from dotenv import dotenv_values
+
+    if not os.access(path, os.R_OK):
+        raise OSError("not readable")
+    return {k: v for k, v in dotenv_values(path, interpolate=False).items() if v}

@@ -20,7 +20,7 @@ from opsproof.recorder import ARTIFACT_KEY, CONTROL_KEY, RECORD_KEY, Measurement
 
 SUITE_DIRS = ("checks", "drills", "acceptance")
 SUITE_KINDS = ("daily", "gate", "drill", "acceptance", "monthly")
-AREAS = ("flags", "budgets", "slo", "watchlist", "security", "cadence")
+AREAS = ("flags", "budgets", "slo", "watchlist", "security", "cadence", "telemetry")
 
 MARKERS = {
     "daily": "daily guardrail/SLO/security controls (cron)",
@@ -34,6 +34,7 @@ MARKERS = {
     "watchlist": "area: watchlist",
     "security": "area: security",
     "cadence": "area: operational cadence",
+    "telemetry": "area: telemetry freshness (the streams the other controls read keep arriving)",
     "control(id, title, severity, frameworks)": "control metadata of a check",
 }
 
@@ -87,24 +88,70 @@ def pytest_configure(config):
     if not _is_suite(config):
         return
     from opsproof import policy as policy_mod
-    from opsproof.config import load_settings
+    from opsproof.config import resolve_settings
 
     try:
         policy_path = Path(config.getoption("policy") or (Path(str(config.rootpath)) / "opsproof.toml"))
         pol = policy_mod.load(policy_path)
         window = clock.parse_window(config.getoption("window"))
         day = clock.parse_date(config.getoption("date"))
-        settings = load_settings(config.getoption("target"))
+        settings = resolve_settings(config.getoption("target"))  # environment > .env > embedded stack files
     except OpsproofError as exc:
         pytest.exit(f"opsproof: {exc}", returncode=exc.exit_code)
     state = SuiteState(config=config, policy=pol, settings=settings, window=window, day=day,
                        kind=_suite_kind(config))
     config._opsproof = state
     _ACTIVE = state
+    os.environ["OPSPROOF_RUN_ID"] = state.run_id  # xdist workers (spawned later) share the controller's run id
     if _is_worker(config):
         return
     if not (config.getoption("no_evidence") or config.getoption("dry_run")):  # a dry run changes and proves nothing
         state.open_pack()
+    _stop_on_signals(state)
+
+
+def _stop_on_signals(st: "SuiteState") -> None:
+    """SIGINT/SIGTERM stop a suite run whatever the inherited disposition (cron, nohup and `&` jobs start
+    with SIGINT ignored; SIGTERM would end the process without a pack): each becomes a KeyboardInterrupt,
+    so pytest ends the session as interrupted and the pack says so (never green)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def on_term(signum, frame):
+        from opsproof.levers.signals import Interrupted
+
+        raise Interrupted(signum)
+
+    try:
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            st.saved_signals[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        st.saved_signals[signal.SIGTERM] = signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):
+        pass
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_keyboard_interrupt(excinfo):
+    """Ctrl-C, SIGTERM, a drill's signal guard, pytest.exit(): the run did not finish; the pack says so."""
+    st = _ACTIVE
+    if st is None or st.interrupted:
+        return
+    v = excinfo.value
+    st.interrupted = (getattr(v, "signame", None) or (f"pytest.exit: {getattr(v, 'msg', '')}"[:300]
+                      if hasattr(v, "returncode") else "SIGINT" if type(v) is KeyboardInterrupt
+                      else f"{type(v).__name__}" + (f": {v}" if str(v) else "")))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    st = _state(session.config)
+    if st is None:
+        return
+    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) and not st.interrupted:
+        st.interrupted = "interrupted"
+    st.planned = [c for c in (control_of(i) for i in session.items) if c]  # to name the controls that never ran
 
 
 def _is_worker(config) -> bool:
@@ -128,6 +175,9 @@ class SuiteState:
         self.pack = None
         self.target = None
         self.pack_path: Path | None = None
+        self.interrupted: str | None = None  # what stopped the run early (SIGINT, SIGTERM, ...)
+        self.planned: list[dict] = []
+        self.saved_signals: dict = {}
         self.root = Path(config.getoption("evidence_dir") or (Path(str(config.rootpath)) / "reports" / "evidence"))
 
     # file names inside the day's pack; the daily run owns the un-suffixed ones
@@ -206,7 +256,7 @@ def pytest_sessionstart(session):
     try:
         st.target = Target(st.settings.db_url.get_secret_value())
     except OpsproofError as exc:
-        pytest.exit(f"opsproof: {exc}", returncode=exc.exit_code)
+        pytest.exit(f"opsproof: {exc} [{st.settings.describe_line()}]", returncode=exc.exit_code)
     missing = [t for t in CONTRACT_TABLES if st.target.value("select to_regclass(%s) is null", (t,))]
     if missing:
         st.target.close()
@@ -305,7 +355,20 @@ def pytest_runtest_logreport(report):
             entry["message"] = _short(report)
         elif entry.get("verdict") not in ("fail", "error"):
             entry["verdict"] = "pass"
+    if report.when == "teardown" and entry["verdict"] == "pass":
+        _no_silent_pass(entry)
     return None
+
+
+def _no_silent_pass(entry: dict) -> None:
+    """A pass must show its measurement: no record is an error, a record that failed is a fail."""
+    if not entry["records"]:
+        entry["verdict"] = "error"
+        entry["message"] = "CANNOT MEASURE: the check passed without recording a measurement"
+    elif any(r.get("verdict") != "pass" for r in entry["records"]):
+        bad = next(r for r in entry["records"] if r.get("verdict") != "pass")
+        entry["verdict"] = "fail"
+        entry["message"] = f"{bad.get('name')}: measured {bad.get('measured')}, required {bad.get('threshold')}"
 
 
 def _short(report) -> str:
@@ -344,17 +407,55 @@ def pytest_html_report_title(report):
     report.title = "opsproof evidence report"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_html_results_summary(prefix, summary, postfix, session):
+    """The report names the target that was measured and where its settings came from (never a secret)."""
+    st = _state(session.config)
+    if st is None:
+        return
+    from html import escape
+
+    d = st.settings.describe()
+    src = ", ".join(f"{k} from {v}" for k, v in d["sources"].items())
+    prefix.append(f"<p><b>Target measured:</b> {escape(str(d['kind']))} {escape(str(d['host']))}:"
+                  f"{escape(str(d['port']))}/{escape(str(d['database']))}"
+                  f" &mdash; settings: {escape(src)}"
+                  + (f" (.env: {escape(d['env_file'])})" if d.get("env_file") else "") + "</p>")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_metadata(metadata, config):
+    """pytest-html's Environment table: the target measured."""
+    st = _state(config)
+    if st is not None:
+        metadata["opsproof target"] = st.settings.describe_line()
+
+
 # -- the pack ------------------------------------------------------------------------
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     st = _state(config)
     if st is None or _is_worker(config) or st.pack is None:
+        _restore_signals(st)
         return
-    if not st.results:
-        st.pack.abort()
-        return
-    _write_pack(st)
+    try:
+        if not st.results:
+            st.pack.abort()
+            return
+        _write_pack(st)
+    finally:
+        _restore_signals(st)
+
+
+def _restore_signals(st) -> None:
+    import signal
+
+    for sig, prev in (getattr(st, "saved_signals", None) or {}).items():
+        try:
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        except (ValueError, OSError, TypeError):
+            pass
 
 
 def _write_pack(st: SuiteState) -> None:
@@ -368,13 +469,27 @@ def _write_pack(st: SuiteState) -> None:
             pack.add_json(name, content)
         else:
             pack.add_text(name, str(content))
+    interrupted = st.interrupted
+    for r in st.results:  # started but never finished: proved nothing
+        if r["verdict"] == "pending":
+            r["verdict"] = "interrupted" if interrupted else "error"
+            r["message"] = (f"run interrupted ({interrupted}) before this control finished" if interrupted
+                            else "CANNOT MEASURE: the control never finished")
+    ran = {r["nodeid"] for r in st.results}
+    not_run = [{"id": c["id"], "nodeid": c["nodeid"]} for c in st.planned if c["nodeid"] not in ran]
     summary = {k: sum(1 for r in st.results if r["verdict"] == k) for k in ("pass", "fail", "error", "skipped")}
+    if interrupted:
+        summary["interrupted"] = sum(1 for r in st.results if r["verdict"] == "interrupted")
     results = {
         "suite": st.kind, "run_id": st.run_id, "date": st.day.isoformat(),
         "window": {"length_s": st.window.total_seconds(), "to": st.started.isoformat(),
                    "from": (st.started - st.window).isoformat()},
-        "green": summary["fail"] == 0 and summary["error"] == 0 and summary["pass"] > 0,
+        # skipped controls proved nothing: a run with any is not green; nor is an interrupted or incomplete run
+        "green": (summary["fail"] == 0 and summary["error"] == 0 and summary["skipped"] == 0 and summary["pass"] > 0
+                  and not interrupted and not not_run),
+        "interrupted": bool(interrupted), "interrupted_by": interrupted, "not_run": not_run,
         "summary": summary, "controls": sorted(st.results, key=lambda r: (r.get("id") or "", r["nodeid"])),
+        "target": st.settings.describe(),  # what was measured (host, database, where each setting came from)
     }
     pack.add_json(st.name("results", "json"), results)
     for name, src in getattr(st, "user_reports", {}).items():
@@ -383,17 +498,20 @@ def _write_pack(st: SuiteState) -> None:
     allure_dir = staging / st.name("allure-results")
     if allure_dir.is_dir() and any(allure_dir.iterdir()) and os.environ.get("OPSPROOF_NO_ALLURE_HTML") != "1":
         allure_mod.generate(allure_dir, staging / st.name("allure-report"))
-    metadata = {"target": st.settings.target, "host": st.settings.host(), "opsproof_version": __version__,
+    metadata = {"target": st.settings.target, "host": st.settings.host(), "target_detail": st.settings.describe(),
+                "opsproof_version": __version__,
                 "policy": st.policy.source, "policy_sha256": st.policy.sha256, "run_id": st.run_id,
                 "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),
-                "finished": clock.now().isoformat(), "green": results["green"]}
+                "finished": clock.now().isoformat(), "green": results["green"], "interrupted": bool(interrupted)}
     try:
         import fcntl
 
         st.root.mkdir(parents=True, exist_ok=True)
         with open(st.root / ".amend.lock", "w") as lock:  # the same lock `opsproof cadence` amends under
             fcntl.flock(lock, fcntl.LOCK_EX)
-            path = pack.commit(metadata, secrets=st.settings.secret_values())
+            from opsproof.evidence.signing import signer_for  # OPSPROOF_SIGNING_KEY, or the stack home's key
+
+            path = pack.commit(metadata, secrets=st.settings.secret_values(), signer=signer_for(st.settings))
     except OpsproofError as exc:
         pack.abort()
         print(f"\nopsproof: evidence pack NOT written: {exc}")
@@ -401,7 +519,9 @@ def _write_pack(st: SuiteState) -> None:
     st.pack_path = Path(path)
     prune(st.root, st.day, keep_days=st.policy.evidence.retention_days,
           compress_after_days=st.policy.evidence.compress_after_days)
-    print(f"\nopsproof: evidence pack {path} ({'GREEN' if results['green'] else 'RED'}: {summary})")
+    verdict = f"INTERRUPTED by {interrupted}, {len(not_run)} control(s) never ran" if interrupted else (
+        "GREEN" if results["green"] else "RED")
+    print(f"\nopsproof: evidence pack {path} ({verdict}: {summary})")
     report = Path(path) / st.name("report", "html")
     if report.exists():
         print(f"opsproof: report {report}")

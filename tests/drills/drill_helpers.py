@@ -14,7 +14,7 @@ import psycopg
 
 REPO = Path(__file__).resolve().parents[2]
 OPSPROOF = str(Path(sys.executable).with_name("opsproof"))
-LEASE_S = 6  # the drill lease in the proofs' policy file (short, so the SIGKILL proof is quick)
+LEASE_S = 6  # the drill lease in the proofs' policy file (short, so the SIGKILL proofs are quick; >= 3)
 SCRUB = ("SUPABASE_", "OPSPROOF_", "ALERT_", "N8N_", "PYTEST_", "TRACE_")
 
 
@@ -43,15 +43,24 @@ class DrillHome:
 class DrillRun:
     """`pytest -m drill ...` in its own process (group), output to a file."""
 
-    def __init__(self, dh: DrillHome, tmp: Path, *args: str, run_id: str, policy: Path | None = None, **env):
+    def __init__(self, dh: DrillHome, tmp: Path, *args: str, run_id: str, policy: Path | None = None,
+                 ignore_signals: tuple[int, ...] = (), **env):
+        """`ignore_signals`: start the run with these signals inherited as SIG_IGN (cron, nohup, `&` jobs)."""
         self.run_id, self.evidence = run_id, tmp / f"evidence-{run_id}"
         self.out_path = tmp / f"drill-{run_id}.out"
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "drill", "-q", "-p", "no:randomly",
                 f"--policy={policy or dh.policy}", f"--evidence-dir={self.evidence}", *args]
         self._fh = self.out_path.open("w")
         self.t0 = time.monotonic()
+
+        def preexec():
+            import signal
+
+            for sig in ignore_signals:
+                signal.signal(sig, signal.SIG_IGN)
+
         self.proc = subprocess.Popen(argv, cwd=REPO, env=dh.env(OPSPROOF_RUN_ID=run_id, **env), stdout=self._fh,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=preexec if ignore_signals else None)
         self.ended: float | None = None
 
     def wait(self, timeout: float = 240) -> int:

@@ -1,14 +1,16 @@
-"""`opsproof evidence verify|prune|report` -- mounted by the main CLI as `opsproof evidence`.
+"""`opsproof evidence verify|prune|report|keygen` -- mounted by the main CLI as `opsproof evidence`.
 
-verify: exit 0 when every hash and the chain hold; 1 printing the first problem as one line; 2 for a
-path that does not exist.
+verify: exit 0 when every hash, signature and the chain hold; 1 printing the first problem as one line;
+2 for a path that does not exist or a key that cannot be read. With a trusted key (`--pubkey PATH`, or
+the OPSPROOF_SIGNING_KEY setting) a missing or foreign signature is a problem; without one, unsigned
+packs are reported as "unsigned".
 """
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -53,8 +55,14 @@ def verify(
     today: Optional[str] = typer.Option(None, "--today", help="Window end (YYYY-MM-DD) [default: today UTC]."),
     require_today: bool = typer.Option(False, "--require-today", help="Fail when today's pack is missing."),
     show_all: bool = typer.Option(False, "--all", help="Print every problem, not just the first."),
+    pubkey: Optional[List[Path]] = typer.Option(
+        None, "--pubkey", help="Trusted ed25519 public (or private) key PEM; repeat for rotated keys "
+                               "[default: the OPSPROOF_SIGNING_KEY setting]."),
 ) -> None:
-    """Verify a pack, or every pack of the last --days days and the hash chain between them."""
+    """Verify a pack, or every pack of the last --days days, their signatures and the hash chain between them."""
+    from opsproof.evidence.signing import fingerprint, trusted_keys
+
+    trusted = trusted_keys(list(pubkey or []), _settings())
     path = target if target is not None else _root(root)
     if not path.exists() and pack_day(path) is not None:  # 2026-11-20 after retention compressed it
         path = next((path.with_name(path.name + s) for s in TAR_SUFFIXES
@@ -62,9 +70,10 @@ def verify(
     if not path.exists():
         raise UsageError(f"no such evidence path: {path}")
     if target is not None and _looks_like_pack(path):
-        result = verify_pack(path)
+        result = verify_pack(path, trusted)
     else:
-        result = verify_chain(path, days=days, today=_date(today, "--today"), require_today=require_today)
+        result = verify_chain(path, days=days, today=_date(today, "--today"), require_today=require_today,
+                              trusted=trusted)
     if not result.ok:
         for line in (result.problems if show_all else result.problems[:1]):
             typer.echo(line, err=True)
@@ -72,6 +81,48 @@ def verify(
     n = len(result.packs)
     typer.echo(f"ok: {n} pack{'s' if n != 1 else ''} verified ({result.packs[0]} .. {result.packs[-1]})"
                if n > 1 else f"ok: {result.packs[0]} verified")
+    if trusted:
+        keys = ", ".join(fingerprint(k)[:16] for k in trusted)
+        typer.echo(f"signatures: every pack signed by a trusted key ({keys})")
+    else:
+        signed = sorted({s for s in result.signatures.values() if s != "unsigned"})
+        if signed:
+            typer.echo(f"signatures: self-consistent, key(s) {', '.join(s[:16] for s in signed)} NOT checked "
+                       "against a trusted key (give --pubkey or set OPSPROOF_SIGNING_KEY)")
+        for line in (result.notes if show_all else result.notes[:1]):
+            typer.echo(line)
+
+
+def _settings():
+    """The resolved settings for the OPSPROOF_SIGNING_KEY setting; verify needs no target, so a settings
+    problem elsewhere does not stop it (the environment is read directly then)."""
+    try:
+        from opsproof.config import load_settings
+
+        return load_settings()
+    except Exception:
+        return None
+
+
+@app.command()
+@one_line_errors
+def keygen(
+    path: Path = typer.Argument(..., help="Where to write the ed25519 private key (PEM, mode 0600). Keep it "
+                                          "outside the evidence tree."),
+) -> None:
+    """Create an evidence signing key; point OPSPROOF_SIGNING_KEY at it. Refuses to replace a key."""
+    from opsproof.evidence.signing import generate, public_pem
+
+    resolved = path.expanduser().resolve()
+    evidence_root = (project_dir() / DEFAULT_ROOT).resolve()
+    if resolved == evidence_root or evidence_root in resolved.parents:
+        raise UsageError(f"{path} is inside the evidence tree: keep the signing key outside it")
+    signer = generate(resolved)
+    pub = resolved.with_name(resolved.stem + ".pub.pem")
+    if not pub.exists():
+        pub.write_bytes(public_pem(signer.public))
+    typer.echo(f"signing key {resolved} (mode 0600), public key {pub} (give auditors this: --pubkey); "
+               f"key sha256 {signer.key_sha256[:16]}; set OPSPROOF_SIGNING_KEY={resolved}")
 
 
 @app.command()

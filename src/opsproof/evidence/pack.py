@@ -24,6 +24,7 @@ from opsproof.evidence.common import (
     FORMAT, MANIFEST, EvidenceError, is_tar_pack, list_packs, open_tar, sha256_bytes, sha256_file, walk_dir,
 )
 from opsproof.evidence.secrets import Secrets, find_secrets, redact
+from opsproof.evidence.signing import ALG, PUBKEY, SEAL_FILES, SIG, Signer, public_pem
 
 
 def sanitize_host(host: str | None) -> str | None:
@@ -39,29 +40,38 @@ def sanitize_host(host: str | None) -> str | None:
     return f"{parts.hostname}{port}{parts.path}"
 
 
-def read_manifest_bytes(pack: Path) -> bytes:
-    """The raw manifest.json of a pack dir or compressed pack. Raises EvidenceError when absent/unreadable."""
+def read_pack_file(pack: Path, rel: str) -> bytes:
+    """The raw bytes of one file of a pack dir or compressed pack (streamed, never extracted).
+    Raises EvidenceError when absent/unreadable."""
     if is_tar_pack(pack):
         prefix = pack.name.split(".", 1)[0]
         try:
             with open_tar(pack) as tar:
                 try:
-                    member = tar.getmember(f"{prefix}/{MANIFEST}")
+                    member = tar.getmember(f"{prefix}/{rel}")
                 except KeyError:
-                    raise EvidenceError(f"{pack.name}/{MANIFEST}: missing") from None
+                    raise EvidenceError(f"{pack.name}/{rel}: missing") from None
                 fh = tar.extractfile(member)
                 if fh is None:
-                    raise EvidenceError(f"{pack.name}/{MANIFEST}: not a regular file")
+                    raise EvidenceError(f"{pack.name}/{rel}: not a regular file")
                 with fh:
                     return fh.read()
         except EvidenceError:
             raise
         except Exception as exc:  # tarfile/gzip/EOF errors: a damaged archive
             raise EvidenceError(f"{pack.name}: unreadable archive ({type(exc).__name__})") from None
-    path = pack / MANIFEST
-    if not path.is_file():
-        raise EvidenceError(f"{pack.name}/{MANIFEST}: missing")
-    return path.read_bytes()
+    path = pack / rel
+    if path.is_symlink() or not path.is_file():
+        raise EvidenceError(f"{pack.name}/{rel}: missing")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise EvidenceError(f"{pack.name}/{rel}: unreadable ({type(exc).__name__})") from None
+
+
+def read_manifest_bytes(pack: Path) -> bytes:
+    """The raw manifest.json of a pack dir or compressed pack. Raises EvidenceError when absent/unreadable."""
+    return read_pack_file(pack, MANIFEST)
 
 
 def previous_pack(root: Path, day: date) -> tuple[date, Path] | None:
@@ -92,6 +102,7 @@ def _safe_name(name: str) -> str:
         raise EvidenceError(f"bad evidence file name {name!r}: must be relative, without '..'")
     if pure.as_posix() == MANIFEST:
         raise EvidenceError(f"{MANIFEST} is written by commit(), not by the run")
+    # manifest.sig / pubkey.pem may be staged (copied from a pack being amended): commit drops and rewrites them
     return pure.as_posix()
 
 
@@ -170,22 +181,36 @@ class PackWriter:
             self.abort()
 
     def commit(self, metadata: dict | None = None, secrets: Secrets | None = None, *,
-               scrub: bool = False) -> Path:
+               scrub: bool = False, signer: Signer | None = None) -> Path:
         """Seal the pack and swap it in as <root>/YYYY-MM-DD; returns that path.
 
         Refuses (EvidenceError naming the file, never the secret; staging removed, nothing committed)
         when a staged file, a file name or the metadata contains any of `secrets`. With scrub=True,
         UTF-8 text files are redacted in place first and only what can't be redacted refuses.
+
+        With a signer, manifest.json names the key and manifest.sig (ed25519 over its bytes) + pubkey.pem
+        are written next to it. Seal files copied in from a pack being re-sealed (an amendment) are dropped;
+        re-sealing a pack that was signed signs again with the configured key when there is one.
         """
         self._check_open()
         try:
-            return self._commit(dict(metadata or {}), secrets, scrub)
+            return self._commit(dict(metadata or {}), secrets, scrub, signer)
         except BaseException:
             if self._state == "open":
                 self.abort()
             raise
 
-    def _commit(self, metadata: dict, secrets: Secrets | None, scrub: bool) -> Path:
+    def _commit(self, metadata: dict, secrets: Secrets | None, scrub: bool, signer: Signer | None) -> Path:
+        was_signed = False
+        for name in SEAL_FILES:  # the old seal of a pack being amended: it signed the old manifest
+            old_seal = self.staging / name
+            if old_seal.is_file() or old_seal.is_symlink():
+                old_seal.unlink()
+                was_signed = True
+        if signer is None and was_signed:
+            from opsproof.evidence.signing import existing_signer
+
+            signer = existing_signer()
         staged = list(walk_dir(self.staging))
         for rel, p in staged:
             if p.is_symlink() or not p.is_file():
@@ -230,6 +255,8 @@ class PackWriter:
             "previous_pack": prev[0].isoformat() if prev else None,
             "previous_manifest_sha256": prev_sha,
         }
+        if signer is not None:
+            manifest["signing"] = {"alg": ALG, "key_sha256": signer.key_sha256}
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
         if find_secrets_in_text(body, secrets):
             raise EvidenceError(f"refusing to commit evidence pack {self.day}: {MANIFEST} metadata contains a secret")
@@ -237,6 +264,10 @@ class PackWriter:
             fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())
+        if signer is not None:
+            raw = (self.staging / MANIFEST).read_bytes()
+            (self.staging / SIG).write_text(signer.sign(raw) + "\n", encoding="ascii")
+            (self.staging / PUBKEY).write_bytes(public_pem(signer.public))
         _fsync_dir(self.staging)
 
         # Swap in: rename the old pack away, rename staging in, delete the old.

@@ -3,7 +3,14 @@ previous_manifest_sha256 links across days. Works on pack dirs and on compressed
 streamed from the tarball, never extracted).
 
 Problems are ordered so the first one is the first thing wrong: packs oldest first; within a pack the
-manifest, then files in manifest order, then unlisted files; a pack's broken link right after its files.
+manifest, then files in manifest order, then unlisted files, then its signature; a pack's broken link
+right after.
+
+Signatures (see signing.py): a pack whose manifest names a signing key must carry manifest.sig and
+pubkey.pem that verify it, always. With trusted keys (`--pubkey`, or the OPSPROOF_SIGNING_KEY setting)
+every pack must be signed by one of them: unsigned, or signed by another key, is a problem. Without
+trusted keys an unsigned pack is reported as "unsigned" (a note, not a failure) -- a key that travels
+with the pack proves only that the pack is self-consistent.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from opsproof.evidence.common import (
     FORMAT, MANIFEST, EvidenceError, is_tar_pack, list_packs, open_tar, pack_day, sha256_bytes, sha256_file,
     sha256_stream, tar_member_name, walk_dir,
 )
-from opsproof.evidence.pack import read_manifest_bytes
+from opsproof.evidence.pack import read_manifest_bytes, read_pack_file
+from opsproof.evidence.signing import ALG, PUBKEY, SEAL_FILES, SIG, fingerprint, parse_public_pem, signature_ok
 
 
 @dataclass
@@ -26,6 +34,9 @@ class VerifyResult:
     ok: bool
     problems: list[str] = field(default_factory=list)
     packs: list[str] = field(default_factory=list)  # the packs that were checked, oldest first
+    signatures: dict[str, str] = field(default_factory=dict)  # pack -> "unsigned" | key sha256 (hex)
+    notes: list[str] = field(default_factory=list)  # not failures: "unsigned", keys not pinned, ...
+    trusted: bool = False  # checked against trusted keys
 
     def __bool__(self) -> bool:
         return self.ok
@@ -101,9 +112,56 @@ def _actual_tar(pack: Path, problems: list[str]) -> dict[str, str | None]:
     return actual
 
 
-def verify_pack(path: Path | str) -> VerifyResult:
+def _signature(pack: Path, label: str, manifest: dict, raw: bytes, trusted: list, problems: list[str]) -> str:
+    """Check the seal of one pack; returns "unsigned" or the signing key's sha256."""
+    def member(name: str) -> bytes | None:
+        try:
+            return read_pack_file(pack, name)
+        except EvidenceError:
+            return None
+
+    sig, pub_raw = member(SIG), member(PUBKEY)
+    claim = manifest.get("signing")
+    if claim is None:
+        if sig is not None or pub_raw is not None:
+            problems.append(f"{label}/{SIG}: present, but {MANIFEST} names no signing key")
+        elif trusted:
+            problems.append(f"{label}: unsigned (a signing key is configured: every pack must be signed)")
+        return "unsigned"
+    if not isinstance(claim, dict) or claim.get("alg") != ALG or not isinstance(claim.get("key_sha256"), str):
+        problems.append(f"{label}/{MANIFEST}: malformed 'signing' entry")
+        return "unsigned"
+    fp = claim["key_sha256"]
+    if sig is None:
+        problems.append(f"{label}/{SIG}: missing ({MANIFEST} says it is signed by key {fp[:16]})")
+        return fp
+    shipped = parse_public_pem(pub_raw) if pub_raw is not None else None
+    if pub_raw is not None and (shipped is None or fingerprint(shipped) != fp):
+        problems.append(f"{label}/{PUBKEY}: not the key {MANIFEST} names")
+    if trusted:
+        key = next((k for k in trusted if fingerprint(k) == fp), None)
+        if key is None:
+            problems.append(f"{label}: signed by key {fp[:16]}, which is not a trusted key")
+            return fp
+    else:
+        key = shipped
+        if key is None:
+            problems.append(f"{label}/{PUBKEY}: missing or not an ed25519 public key")
+            return fp
+    try:
+        text = sig.decode("ascii")
+    except UnicodeDecodeError:
+        text = ""
+    if not signature_ok(key, raw, text):
+        problems.append(f"{label}/{SIG}: signature does not verify {MANIFEST}")
+    return fp
+
+
+def verify_pack(path: Path | str, trusted: list | None = None) -> VerifyResult:
     """Check one pack (dir, .tar.gz or .tar.zst): manifest parses, every listed file exists with the
-    right sha256, no unlisted files (manifest.json aside), the manifest's date matches the pack name."""
+    right sha256, no unlisted files (manifest.json and its seal aside), the manifest's date matches the
+    pack name, and its signature (see the module doc; `trusted` = ed25519 public keys)."""
+    trusted = list(trusted or [])
     pack = Path(path)
     label = _label(pack)
     problems: list[str] = []
@@ -135,9 +193,13 @@ def verify_pack(path: Path | str) -> VerifyResult:
             problems.append(f"{label}/{rel}: missing")
         elif actual[rel] is not None and actual[rel] != listed[rel]:
             problems.append(f"{label}/{rel}: sha256 mismatch")
-    for rel in sorted(set(actual) - set(listed)):
+    for rel in sorted(set(actual) - set(listed) - set(SEAL_FILES)):
         problems.append(f"{label}/{rel}: not listed in {MANIFEST}")
-    return VerifyResult(not problems, problems, [label])
+    status = _signature(pack, label, manifest, raw, trusted, problems)
+    notes = []
+    if status == "unsigned" and not trusted:
+        notes.append(f"{label}: unsigned")
+    return VerifyResult(not problems, problems, [label], {label: status}, notes, bool(trusted))
 
 
 def _manifest_link(pack: Path) -> tuple[str | None, bytes | None]:
@@ -150,7 +212,7 @@ def _manifest_link(pack: Path) -> tuple[str | None, bytes | None]:
 
 
 def verify_chain(root: Path | str, days: int = 35, today: date | None = None, *,
-                 require_today: bool = False) -> VerifyResult:
+                 require_today: bool = False, trusted: list | None = None) -> VerifyResult:
     """Verify every pack dated today-days .. today (what retention with keep_days=days keeps) and the links:
     each pack's previous_manifest_sha256 must equal the sha256 of the newest earlier pack's manifest.json
     (for the oldest pack in the window, the earlier pack is checked when it is still on disk; when
@@ -162,14 +224,25 @@ def verify_chain(root: Path | str, days: int = 35, today: date | None = None, *,
     in_window = [(d, p) for d, p in packs.items() if start <= d <= today]
     problems: list[str] = []
     checked: list[str] = []
+    signatures: dict[str, str] = {}
+    notes: list[str] = []
+    trusted = list(trusted or [])
     if not in_window:
-        return VerifyResult(False, [f"{root}: no evidence pack dated {start} .. {today}"], [])
+        return VerifyResult(False, [f"{root}: no evidence pack dated {start} .. {today}"], [], trusted=bool(trusted))
     ordered = list(packs.items())
     index = {d: i for i, (d, _) in enumerate(ordered)}
     for d, p in in_window:
-        result = verify_pack(p)
+        result = verify_pack(p, trusted)
         checked.append(p.name)
         problems.extend(result.problems)
+        signatures.update(result.signatures)
+        status, before = result.signatures.get(p.name), list(signatures.values())[:-1]
+        if not trusted and before and status is not None:
+            if status == "unsigned" and before[-1] != "unsigned":
+                notes.append(f"{p.name}: unsigned, but the previous pack was signed (signature dropped?)")
+            elif status != "unsigned" and before[-1] not in ("unsigned", status):
+                notes.append(f"{p.name}: signed by key {status[:16]}, the previous pack by {before[-1][:16]} "
+                             "(key changed: pin the key with --pubkey)")
         recorded, raw = _manifest_link(p)
         if raw is None:
             continue  # already reported by verify_pack
@@ -189,4 +262,7 @@ def verify_chain(root: Path | str, days: int = 35, today: date | None = None, *,
                             f"{prev_path.name}/{MANIFEST}")
     if require_today and today not in packs:
         problems.append(f"{today.isoformat()}: missing (no evidence pack for today)")
-    return VerifyResult(not problems, problems, checked)
+    unsigned = [n for n, s in signatures.items() if s == "unsigned"]
+    if unsigned and not trusted:
+        notes.insert(0, f"{len(unsigned)} of {len(signatures)} pack(s) unsigned (no signing key configured)")
+    return VerifyResult(not problems, problems, checked, signatures, notes, bool(trusted))

@@ -16,25 +16,34 @@ app = typer.Typer(help="The operational cadence: daily / weekly / monthly tasks,
 
 
 def _go(schedule: str, only: Optional[List[str]], evidence_dir: Optional[Path], no_pack: bool, as_json: bool,
-        policy_path: Optional[Path], drill_args: Optional[List[str]] = None) -> None:
+        policy_path: Optional[Path], drill_args: Optional[List[str]] = None, target: Optional[str] = None) -> None:
     from opsproof import paths, policy
-    from opsproof.config import load_settings
+    from opsproof.config import resolve_settings
     from opsproof.levers import cadence
+    from opsproof.runner import check_evidence_dir
 
     try:
-        settings = load_settings()
+        # every input is checked before any task runs: settings, policy, evidence dir, the target answers
+        settings = resolve_settings(target)
         pol = policy.load(policy_path or paths.project_dir() / "opsproof.toml")
+        root = evidence_dir or paths.project_dir() / "reports" / "evidence"
+        if not no_pack:
+            check_evidence_dir(root)
         overrides = {"drill_args": list(drill_args)} if drill_args else {}
         ctx = cadence.context_from_settings(settings, pol, **overrides)
+        settings.require_reachable()
+        if not as_json:
+            typer.echo(f"opsproof: {settings.describe_line()}")
         records = cadence.run(ctx, schedule, only, log=(lambda m: None) if as_json else typer.echo)
         pack = None
         pack_error = None
         if not no_pack:
-            root = evidence_dir or paths.project_dir() / "reports" / "evidence"
             try:
                 pack = cadence.amend_today_pack(root, records, {"by": f"opsproof cadence {schedule}",
                                                                 "run_id": ctx.run_id, "target": settings.target,
-                                                                "host": settings.host()}, settings.secret_values())
+                                                                "host": settings.host(),
+                                                                "target_detail": settings.describe()},
+                                                settings.secret_values())
             except OpsproofError as exc:
                 pack_error = str(exc)
     except OpsproofError as exc:
@@ -59,29 +68,31 @@ _DIR = typer.Option(None, "--evidence-dir", help="evidence root [default: <proje
 _NOPACK = typer.Option(False, "--no-pack", help="do not amend today's evidence pack")
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 _POLICY = typer.Option(None, "--policy", help="opsproof.toml")
+_TARGET = typer.Option(None, "--target", help="embedded or env [default: OPSPROOF_TARGET from the environment, "
+                       ".env, else embedded]")
 
 
 @app.command()
 def daily(only: Optional[List[str]] = _ONLY, evidence_dir: Optional[Path] = _DIR, no_pack: bool = _NOPACK,
-          as_json: bool = _JSON, policy: Optional[Path] = _POLICY) -> None:
+          as_json: bool = _JSON, policy: Optional[Path] = _POLICY, target: Optional[str] = _TARGET) -> None:
     """TTL cleanup of agent_logs, partition rotation, backup freshness, budget drift, known-good snapshot."""
-    _go("daily", only, evidence_dir, no_pack, as_json, policy)
+    _go("daily", only, evidence_dir, no_pack, as_json, policy, target=target)
 
 
 @app.command()
 def weekly(only: Optional[List[str]] = _ONLY, evidence_dir: Optional[Path] = _DIR, no_pack: bool = _NOPACK,
-           as_json: bool = _JSON, policy: Optional[Path] = _POLICY,
+           as_json: bool = _JSON, policy: Optional[Path] = _POLICY, target: Optional[str] = _TARGET,
            drill_arg: Optional[List[str]] = typer.Option(None, "--drill-arg", help="pytest args for the DR drill "
                                                          "[default: -m drill] (repeatable)")) -> None:
     """DR drill (pytest -m drill), portal audit, canary ramp sanity, secrets scan of evidence and logs."""
-    _go("weekly", only, evidence_dir, no_pack, as_json, policy, drill_arg)
+    _go("weekly", only, evidence_dir, no_pack, as_json, policy, drill_arg, target=target)
 
 
 @app.command()
 def monthly(only: Optional[List[str]] = _ONLY, evidence_dir: Optional[Path] = _DIR, no_pack: bool = _NOPACK,
-            as_json: bool = _JSON, policy: Optional[Path] = _POLICY) -> None:
+            as_json: bool = _JSON, policy: Optional[Path] = _POLICY, target: Optional[str] = _TARGET) -> None:
     """Key rotation rehearsal, restore test (RPO/RTO), cost & SLO review."""
-    _go("monthly", only, evidence_dir, no_pack, as_json, policy)
+    _go("monthly", only, evidence_dir, no_pack, as_json, policy, target=target)
 
 
 if __name__ == "__main__":

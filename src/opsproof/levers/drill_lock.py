@@ -60,6 +60,7 @@ class DrillLock:
     conn: psycopg.Connection | None = field(default=None, repr=False)
     acquired_at: float | None = None
     info: dict = field(default_factory=dict)
+    attempts: int = 0  # pg_try_advisory_lock calls made so far (observable while acquire() waits)
 
     def __post_init__(self) -> None:
         self.owner = self.owner or owner_tag(self.run_id)
@@ -100,6 +101,7 @@ class DrillLock:
             t0 = time.monotonic()
             while True:
                 got = conn.execute("select pg_try_advisory_lock(%s, %s)", (LOCK_CLASS, LOCK_OBJ)).fetchone()[0]
+                self.attempts += 1
                 if got:
                     break
                 waited = time.monotonic() - t0
@@ -108,7 +110,7 @@ class DrillLock:
                 time.sleep(min(poll_s, max(0.05, wait_s - waited)))
             self.info = {"owner": self.owner, "run_id": self.run_id, "host": socket.gethostname(),
                          "pid": os.getpid(), "backend_pid": conn.info.backend_pid,
-                         "waited_s": round(time.monotonic() - t0, 3)}
+                         "waited_s": round(time.monotonic() - t0, 3), "attempts": self.attempts}
             audit(conn, "drill.lock.acquire", "drills", "drill run started", self.run_id, self.info)
         except BaseException:
             conn.close()

@@ -16,12 +16,17 @@ app = typer.Typer(help="Incident levers: real, persistent flag/budget writes, un
 
 
 def _ctx(policy_path: Optional[Path] = None, **overrides):
+    """The levers' context on the one resolution of settings (environment > .env > embedded stack files);
+    the target must answer before anything is written."""
     from opsproof import paths, policy
-    from opsproof.config import load_settings
+    from opsproof.config import resolve_settings
     from opsproof.levers.incident import context_from_settings
 
+    settings = resolve_settings()
     pol = policy.load(policy_path or paths.project_dir() / "opsproof.toml")
-    return context_from_settings(load_settings(), pol, **overrides)
+    ctx = context_from_settings(settings, pol, **overrides)
+    settings.require_reachable()
+    return ctx
 
 
 def _fail(exc: OpsproofError) -> None:
@@ -133,11 +138,11 @@ def snapshot(reason: str = typer.Option("operator: known good", "--reason"),
 @app.command("test")
 def test_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """Run every lever against the embedded target and restore it (needs `opsproof stack up` + `plane up`)."""
-    from opsproof.config import load_settings
+    from opsproof.config import resolve_settings
     from opsproof.levers import incident as inc
 
     try:
-        settings = load_settings()
+        settings = resolve_settings()
         if settings.target != "embedded" or settings.production:
             raise UsageError("incident test runs against the embedded target only (OPSPROOF_TARGET=embedded)")
         results = inc.rehearse(_ctx(), log=(lambda m: None) if as_json else typer.echo)

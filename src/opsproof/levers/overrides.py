@@ -81,6 +81,23 @@ def release_run(where, run_id: str, reason: str = "run ending") -> list[int]:
         return release(conn, ids, run_id, reason)
 
 
+def run_known(where, run_id: str) -> bool:
+    """Did this run ever take an override or pause the replica (audited)?"""
+    with connection(where) as conn:
+        return bool(conn.execute(
+            """select exists (select 1 from ops.flag_overrides where run_id = %s)
+                   or exists (select 1 from ops.audit_log where run_id = %s and action = 'replica.replay.pause')""",
+            (run_id, run_id)).fetchone()[0])
+
+
+def missing_ids(where, ids: list[int]) -> list[int]:
+    """The ids among `ids` that name no override at all."""
+    with connection(where) as conn:
+        found = {r[0] for r in conn.execute("select id from ops.flag_overrides where id = any(%s::bigint[])",
+                                            (list(ids),)).fetchall()}
+    return sorted(set(ids) - found)
+
+
 def release_stale(where, run_id: str = "levers-cli", reason: str = "lease expired (release --stale)") -> list[dict]:
     """Stamp released every unreleased override whose lease has run out; returns those rows."""
     with connection(where) as conn:

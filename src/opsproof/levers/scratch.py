@@ -16,13 +16,18 @@ def _audit(conn: psycopg.Connection, action: str, target: str, run_id: str) -> N
                      ("opsproof", action, target, "advisors positive control", run_id))
 
 
+def canary_name(run_id: str) -> str:
+    """The advisors' canary table of one run (the other security controls leave exactly this one aside)."""
+    return f"public.opsproof_advisor_canary_{run_id[:12].lower()}"
+
+
 @contextmanager
 def advisor_canary(target: Target, run_id: str) -> Iterator[str]:
     """A table in `public` without RLS, granted like Supabase grants, that the advisors must report.
 
     Dropped on the way out whatever happens; the name carries the run id so a leftover is attributable.
     """
-    name = f"public.opsproof_advisor_canary_{run_id[:12].lower()}"
+    name = canary_name(run_id)
     with target.connection() as conn:
         conn.execute(f"create table if not exists {name} (id int)")
         conn.execute(f"grant select on {name} to anon, authenticated")

@@ -50,6 +50,8 @@ class DrillSession:
     owner: str = ""
     taken: list[Taken] = field(default_factory=list)
     replica_paused: bool = False
+    pause_audit_id: int | None = None
+    interrupted: str | None = None  # the signal that stopped the run (its levers were released under it)
     renewer: LeaseRenewer | None = field(default=None, repr=False)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -73,6 +75,7 @@ class DrillSession:
     def take(self, key: str, value: Any, reason: str) -> Taken:
         if self.dry_run:
             raise LeverError(f"dry run: would override {key} = {value!r} ({reason}); nothing changed")
+        self._refuse_if_interrupted(f"override {key}")
         oid = overrides.take_override(self.dsn, key, value, self.owner, self.run_id, reason, self.lease_s)
         t = Taken(oid, key, value, reason, time.time())
         with self._lock:
@@ -110,16 +113,34 @@ class DrillSession:
             raise LeverError(f"dry run: would pause WAL replay on the replica ({reason}); nothing changed")
         if not self.replica_dsn:
             raise LeverError("no replica configured (OPSPROOF_REPLICA_DB_URL)")
+        self._refuse_if_interrupted("pause WAL replay")
+        self.replica_paused = True  # before the write: a signal landing in between still resumes it
         aid = replica.pause_replay(self.dsn, self.replica_dsn, self.run_id, self.owner, reason, self.lease_s)
-        self.replica_paused = True
+        self.pause_audit_id = aid
+        if self.renewer is not None:
+            self.renewer.add_pause(aid)
         return aid
 
     def resume_replica(self, reason: str = "drill step finished") -> bool:
         if not self.replica_paused or not self.replica_dsn:
             return False
+        if self.renewer is not None:  # stop the heartbeat first: a renewal racing the resume is not a lost lease
+            self.renewer.discard_pause()
         resumed = replica.resume_replay(self.dsn, self.replica_dsn, self.run_id, reason)
         self.replica_paused = False
+        self.pause_audit_id = None
         return resumed
+
+    # -- interruption ------------------------------------------------------------------------------
+    def interrupt(self, signame: str) -> dict:
+        """A signal stops the run: release everything now; from here on no lever may be taken, and no drill
+        may conclude anything (its levers were released under it)."""
+        self.interrupted = self.interrupted or signame
+        return self.cleanup(f"{signame} received")
+
+    def _refuse_if_interrupted(self, what: str) -> None:
+        if self.interrupted:
+            raise LeverError(f"run interrupted ({self.interrupted}): refusing to {what}")
 
     # -- everything --------------------------------------------------------------------------------
     def cleanup(self, why: str) -> dict:

@@ -81,3 +81,36 @@ class FlagState(_Doc):
     override_expires_at: Any = None
     updated_at: Any = None
     updated_by: str | None = None
+
+
+class AgentStalls(_Doc):
+    unfinished: int
+    stalled: int
+    stall_after_s: float
+    oldest_unfinished_s: float | None = None
+    stalled_task_ids: list[int] = []
+
+
+class StreamFreshnessDoc(_Doc):
+    """One stream of ops.telemetry_freshness (see the migration for each key's meaning)."""
+
+    rows: int
+    oldest_at: Any = None
+    newest_at: Any = None
+    newest_age_s: float | None
+    previous_at: Any = None
+    max_gap_s: float | None
+    max_gap_from: Any = None
+    max_gap_to: Any = None
+    covered_minutes: int
+    coverage_pct: float | None
+    covered_hours: int
+    hour_coverage_pct: float | None
+
+
+class TelemetryFreshness(_Doc):
+    window: dict[str, Any] = {}
+    window_s: float
+    window_minutes: int
+    window_hours: int
+    streams: dict[str, StreamFreshnessDoc]

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from opsproof.measure.models import (AgentHealth, CiHealth, DlqHealth, FlagState, OutboxLag, SloSnapshot,
+from opsproof.measure.models import (AgentHealth, AgentStalls, CiHealth, DlqHealth, FlagState, OutboxLag, SloSnapshot,
                                      TraceCoverage)
 from opsproof.recorder import MeasurementError
 from opsproof.target.db import Target
@@ -18,6 +18,7 @@ QUERIES = {
     "dlq_health": "select ops.dlq_health(%s, %s)",
     "trace_coverage": "select ops.trace_coverage(%s, %s)",
     "ci_health": "select ops.ci_health(%s, %s, %s)",
+    "agent_stalls": "select ops.agent_stalls(%s, %s, %s)",
     "effective_flags": "select key, value, base_value, overridden, override_owner, override_reason, "
                        "override_expires_at, updated_at, updated_by from ops.effective_flags order by key",
     "budgets": "select key, value, unit from ops.budgets order by key",
@@ -33,8 +34,15 @@ def _doc(model, target: Target, function: str, *args):
 
 
 def slo_snapshot(target: Target, start: datetime, end: datetime, success_target: float = 98.0,
-                 uptime_target: float = 99.95) -> SloSnapshot:
-    return _doc(SloSnapshot, target, "ops.slo_snapshot", start, end, success_target, uptime_target)
+                 uptime_target: float = 99.95, burn_hours: list[int] | None = None,
+                 settle_s: float | None = None) -> SloSnapshot:
+    """Uptime counts every whole minute of the window (an unprobed one is not up, bar the trailing settle_s);
+    burn_hours picks the burn-rate windows (the SQL's default: 1 h and 6 h)."""
+    if burn_hours is None and settle_s is None:
+        return _doc(SloSnapshot, target, "ops.slo_snapshot", start, end, success_target, uptime_target)
+    return _doc(SloSnapshot, target, "ops.slo_snapshot", start, end, success_target, uptime_target,
+                [int(h) for h in (burn_hours if burn_hours is not None else [1, 6])],
+                float(120.0 if settle_s is None else settle_s))
 
 
 def outbox_lag(target: Target, start: datetime, end: datetime) -> OutboxLag:
@@ -69,3 +77,8 @@ def active_alerts(target: Target) -> tuple[str, list[dict]]:
     sql = ("select id, raised_at, severity, source, title, trace_id from ops.alerts "
            "where resolved_at is null order by raised_at")
     return sql, target.rows(sql)
+
+
+def agent_stalls(target: Target, start: datetime, end: datetime, stall_after_s: float) -> AgentStalls:
+    """Tasks queued or running longer than stall_after_s at the window's end (however old)."""
+    return _doc(AgentStalls, target, "ops.agent_stalls", start, end, float(stall_after_s))

@@ -9,6 +9,14 @@ ops.read_routing (region 'replica') carries consecutive_failures; after exactly
 OPSPROOF_FAILURES_TO_CUTOVER (3) consecutive failures target becomes 'primary' (+ audit + alert);
 after OPSPROOF_PROBES_TO_RETURN (1) healthy probe(s) it returns to 'replica' (+ audit).
 `Gate.step()` runs one probe + decision, so a drill can drive the gate probe by probe.
+
+Auto-heal of a drill's replica pause: a drill lever that pauses WAL replay leases the pause in the audit
+chain (`replica.replay.pause` with detail.expires_at, extended by `replica.replay.renew` heartbeats while
+its runner lives). When a probe finds replay paused, the gate reads that lease (ops.audit_log, the ops
+contract); once it has expired with no `replica.replay.resume` after it -- the runner died -- the gate
+resumes replay itself (`pg_wal_replay_resume()` on the replica, audited as `replica.replay.resume` by
+system@) and its next healthy probe cuts reads back to the replica. No person needed. A pause with no
+open lever lease (an operator's) is left alone.
 """
 
 from __future__ import annotations
@@ -27,12 +35,35 @@ log = logging.getLogger("opsproof.plane.gate")
 COMPONENT = "plane.gate"
 
 
+# Renewals and the resume of an expired pause serialize on this advisory transaction lock (the levers use
+# the same numbers: opsproof.levers.replica.PAUSE_LOCK).
+PAUSE_LOCK = (0x0D5F, 0x0D22)
+
+# The newest lever pause (last 7 days), its effective expiry (the pause row or its latest heartbeat) and
+# whether a resume follows it. Kept identical to opsproof.levers.replica.LEASE_SQL.
+PAUSE_LEASE_SQL = """
+with p as (
+  select id, run_id, detail from ops.audit_log
+   where action = 'replica.replay.pause' and at > now() - interval '7 days'
+   order by id desc limit 1)
+select p.id, p.run_id, p.detail->>'owner',
+       greatest((p.detail->>'expires_at')::timestamptz,
+                (select max((r.detail->>'expires_at')::timestamptz) from ops.audit_log r
+                  where r.id > p.id and r.action = 'replica.replay.renew'
+                    and r.detail->>'pause_audit_id' = p.id::text)) as expires_at,
+       exists (select 1 from ops.audit_log r where r.id > p.id and r.action = 'replica.replay.resume') as resumed,
+       now() as now
+  from p
+"""
+
+
 @dataclass
 class Probe:
     ok: bool
     latency_ms: float
     lag_bytes: int | None
     detail: str
+    paused: bool = False  # WAL replay is paused on the standby
 
 
 @dataclass
@@ -41,6 +72,7 @@ class StepResult:
     consecutive_failures: int
     target: str
     changed: str | None  # 'cutover' | 'return' | None
+    healed: dict | None = None  # an expired drill pause this step resumed
 
 
 def probe_replica(replica_dsn: str | None, lag_threshold: int, timeout_s: float = 2.0) -> Probe:
@@ -63,15 +95,16 @@ def probe_replica(replica_dsn: str | None, lag_threshold: int, timeout_s: float 
     ms = (time.perf_counter() - t0) * 1000
     in_recovery, lag, paused, receiver = row
     lag = max(int(lag or 0), 0)
+    paused = bool(paused)
     if not in_recovery:
         return Probe(False, ms, None, "not a standby (not in recovery)")
     if receiver != "streaming":
-        return Probe(False, ms, lag, f"wal receiver not streaming ({receiver or 'none'})")
+        return Probe(False, ms, lag, f"wal receiver not streaming ({receiver or 'none'})", paused)
     if paused and lag > 0:
-        return Probe(False, ms, lag, f"replay paused with {lag} bytes pending")
+        return Probe(False, ms, lag, f"replay paused with {lag} bytes pending", paused)
     if lag > lag_threshold:
-        return Probe(False, ms, lag, f"lag {lag} bytes over threshold {lag_threshold}")
-    return Probe(True, ms, lag, "ok")
+        return Probe(False, ms, lag, f"lag {lag} bytes over threshold {lag_threshold}", paused)
+    return Probe(True, ms, lag, "ok", paused)
 
 
 class Gate:
@@ -122,7 +155,41 @@ class Gate:
                 log.warning("cutover alert failed: %s", type(exc).__name__)
         if changed:
             log.warning("read routing %s -> %s (%s)", changed, target, p.detail)
-        return StepResult(p, fails, target, changed)
+        healed = self.heal_stale_pause() if p.paused else None
+        return StepResult(p, fails, target, changed, healed)
+
+    def heal_stale_pause(self) -> dict | None:
+        """Resume WAL replay left paused by a drill lever whose lease has expired (its holder died): audited;
+        the next healthy probe cuts reads back. Returns what it resumed, or None (nothing to heal)."""
+        s = self.settings
+        if not s.replica_db_url:
+            return None
+        try:
+            with self.conn.transaction():
+                self.conn.execute("select pg_advisory_xact_lock(%s, %s)", PAUSE_LOCK)
+                row = self.conn.execute(PAUSE_LEASE_SQL).fetchone()
+                if row is None:
+                    return None  # no lever pause: an operator's pause is theirs
+                aid, run, owner, expires, resumed, now = row
+                if resumed or expires is None or expires > now:
+                    return None  # resumed already, or its holder is alive and renewing
+                with psycopg.connect(s.replica_db_url, autocommit=True, connect_timeout=max(1, int(s.probe_timeout_s)),
+                                     application_name="opsproof-plane-gate") as r:
+                    if not r.execute("select pg_is_in_recovery() and pg_is_wal_replay_paused()").fetchone()[0]:
+                        return None
+                    r.execute("select pg_wal_replay_resume()")
+                healed = {"pause_audit_id": aid, "pause_run_id": run, "owner": owner,
+                          "expired_at": expires.isoformat(), "expired_s_ago": round((now - expires).total_seconds(), 3),
+                          "healed_by": COMPONENT}
+                common.audit(self.conn, "system@", "replica.replay.resume", "replica",
+                             f"pause lease of {owner} (run {run}) expired: WAL replay resumed by the health gate",
+                             run, healed)
+        except psycopg.Error as exc:
+            log.warning("auto-heal of a stale replica pause failed (%s); next probe retries", type(exc).__name__)
+            return None
+        log.warning("resumed WAL replay left paused by %s (run %s): its lease expired %.1fs ago", owner, run,
+                    healed["expired_s_ago"])
+        return healed
 
 
 def run(settings: PlaneSettings, stop: threading.Event) -> None:
@@ -134,6 +201,8 @@ def run(settings: PlaneSettings, stop: threading.Event) -> None:
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + settings.probe_interval_s
                 last = gate.step()
+            elif last is not None and last.probe.paused and last.healed is None:
+                last.healed = gate.heal_stale_pause()  # between probes too (30 s apart in production)
             common.heartbeat(gate.conn, COMPONENT, {
                 "target": last.target if last else None, "failures": last.consecutive_failures if last else None,
                 "last_probe": last.probe.detail if last else None, "interval_s": settings.probe_interval_s})

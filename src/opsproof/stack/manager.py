@@ -20,11 +20,15 @@ from opsproof.errors import OpsproofError
 from opsproof.stack import backup, ports, secrets
 from opsproof.stack.binaries import find_bindir
 from opsproof.stack.cluster import Instance
-from opsproof.stack.osuser import RunAs, can_traverse, resolve
+from opsproof.stack.osuser import RunAs, private_dir, reaches, resolve
 from opsproof.stack.supabase_cli import db_push
 
 BOOTSTRAP_SQL = Path(__file__).with_name("sql") / "bootstrap.sql"
 REPLICATION_SLOT = "opsproof_replica"
+# Where the cluster's files go when the server account cannot reach the stack home (e.g. a checkout under /root
+# while the server runs as `postgres`): a per-stack 0700 directory owned by that account. /var/tmp, not /tmp: it
+# survives reboots and is not emptied as eagerly (the data must outlive `stack down`).
+OUTSIDE_BASES = (Path("/var/tmp"), Path("/tmp"))
 
 
 def dsn(user: str, password: str, port: int, db: str = "postgres") -> str:
@@ -41,6 +45,8 @@ class StackState:
     seeded_until: str | None = None     # end of the seeded history (ISO); `up` fills a gap since then
     requests_per_day: int = 20000
     seed: int = 42
+    logdir: str | None = None           # server logs (None: <stack>/logs, as stacks made before this field)
+    outside: str | None = None          # the per-stack directory outside the home holding data+logs, if any
 
     @classmethod
     def load(cls, path: Path) -> "StackState | None":
@@ -60,21 +66,53 @@ class Stack:
         self.backups = self.dir.parent / "backups"
 
     # -- layout ---------------------------------------------------------------
-    def _data_root(self, runas: RunAs) -> Path:
-        """Data lives under .opsproof/stack/data unless the server account can't reach it (e.g. under /root)."""
-        root = self.dir / "data"
-        if can_traverse(self.dir, runas):
-            return root
+    def outside_dir(self, runas: RunAs) -> Path:
+        """The per-stack directory outside the home, named by a hash of the home's path (one per checkout)."""
         import hashlib
 
-        return Path("/var/tmp") / f"opsproof-{hashlib.sha256(str(self.dir).encode()).hexdigest()[:10]}"
+        digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:16]
+        base = next((b for b in OUTSIDE_BASES if b.is_dir()), Path("/tmp"))
+        return base / f"opsproof-{runas.name}-{digest}"
+
+    def _cluster_dirs(self, runas: RunAs, bindir: Path) -> tuple[Path, Path, Path | None]:
+        """(data root, log dir, outside dir or None). Data and logs live under .opsproof/stack/ unless the server
+        account can't reach it (a checkout under /root or a 0700 temp dir when root runs the server as
+        `postgres`): then under a 0700 directory owned by that account in /var/tmp."""
+        if reaches(self.dir, runas):
+            return self.dir / "data", self.dir / "logs", None
+        outside = self.outside_dir(runas)
+        if outside.is_dir() and not outside.is_symlink() and outside.stat().st_uid in {os.geteuid(), runas.uid}:
+            self._clear_outside(outside, runas, bindir)   # left by a stack whose home was deleted, not destroyed
+        private_dir(outside, runas)                       # refuses a name someone else planted
+        for sub in ("data", "logs"):
+            (outside / sub).mkdir(mode=0o700, exist_ok=True)
+            runas.chown(outside / sub)
+        return outside / "data", outside / "logs", outside
+
+    @staticmethod
+    def _clear_outside(outside: Path, runas: RunAs, bindir: Path | None) -> None:
+        """Stop any server still running from `outside` and delete it (only a real directory of ours)."""
+        if outside.is_symlink() or not outside.is_dir() or outside.stat().st_uid not in {os.geteuid(), runas.uid}:
+            return
+        for pidfile in outside.glob("data/*/postmaster.pid"):
+            inst = Instance(pidfile.parent.name, pidfile.parent, outside / "logs" / "stale.log", 0,
+                            bindir or Path("/nonexistent"), runas)
+            if inst.running():
+                if bindir is not None:
+                    inst.stop(mode="immediate")
+                else:
+                    pid = inst.pid()
+                    if pid:
+                        os.kill(pid, 9)
+        shutil.rmtree(outside, ignore_errors=True)
 
     def _instances(self, state: StackState) -> tuple[Instance, Instance]:
         runas = resolve(state.runas)
         data = Path(state.datadir)
-        primary = Instance("primary", data / "primary", self.dir / "logs" / "primary.log", state.port,
+        logs = Path(state.logdir) if state.logdir else self.dir / "logs"
+        primary = Instance("primary", data / "primary", logs / "primary.log", state.port,
                            Path(state.bindir), runas)
-        replica = Instance("replica", data / "replica", self.dir / "logs" / "replica.log", state.replica_port,
+        replica = Instance("replica", data / "replica", logs / "replica.log", state.replica_port,
                            Path(state.bindir), runas)
         return primary, replica
 
@@ -132,8 +170,20 @@ class Stack:
         from opsproof.stack.seed import seed as run_seed
 
         last = datetime.fromisoformat(state.seeded_until)
-        gap = clock.now() - last
+        now = clock.now()
+        gap = now - last
         if gap < self.TOP_UP_AFTER:
+            # the reference plane writes probes, requests and outbox events live, but nothing of it enqueues agent
+            # tasks, replays on a schedule or builds: continue those seeded streams to now (the telemetry
+            # freshness controls would rightly call them stopped). A stream someone stopped stays stopped.
+            if gap >= timedelta(minutes=1):
+                from opsproof.stack.seed import top_up
+
+                with psycopg.connect(self.admin_dsn()) as conn:
+                    top_up(conn, last, now, seed=state.seed, requests_per_day=state.requests_per_day,
+                           streams=("agent_tasks", "dlq_replays", "ci_events"))
+                state.seeded_until = now.isoformat()
+                state.save(self.state_file)
             return
         days = max(1, math.ceil(gap / timedelta(days=1)))
         with psycopg.connect(self.admin_dsn()) as conn:
@@ -150,14 +200,21 @@ class Stack:
         chosen = ports.claim(port)
         replica_port = ports.claim(None, avoid={chosen})
         t0 = time.monotonic()
+        created_home = not self.dir.exists()
         self.dir.mkdir(parents=True, exist_ok=True)
-        data_root = self._data_root(runas)
+        try:
+            data_root, log_dir, outside = self._cluster_dirs(runas, bindir)
+        except BaseException:
+            if created_home:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
         data_root.mkdir(parents=True, exist_ok=True)
         runas.chown(data_root)
-        (self.dir / "logs").mkdir(exist_ok=True)
-        runas.chown(self.dir / "logs")
+        log_dir.mkdir(exist_ok=True)
+        runas.chown(log_dir)
         state = StackState(bindir=str(bindir), runas=runas.name, datadir=str(data_root),
-                           port=chosen, replica_port=replica_port)
+                           port=chosen, replica_port=replica_port, logdir=str(log_dir),
+                           outside=str(outside) if outside else None)
         values = secrets.generate()
         primary, replica = self._instances(state)
         try:
@@ -184,12 +241,24 @@ class Stack:
                 state.save(self.state_file)
             info = backup.take(admin, self.backups, bindir)
             log(f"backup {info['location']} ({info['bytes']} bytes) recorded in ops.backups")
+            if seed_days > 0 and state.seeded_until:
+                # close the seam the seeding and the backup took (the seed ends at a whole minute): the plane,
+                # started next, continues the probes within seconds, so no whole minute goes unprobed (SLO-001)
+                from opsproof import clock
+                from opsproof.stack.seed import top_up
+
+                now = clock.now()
+                with psycopg.connect(admin) as conn:
+                    top_up(conn, datetime.fromisoformat(state.seeded_until), now, seed=seed,
+                           requests_per_day=requests_per_day)
+                state.seeded_until = now.isoformat()
+                state.save(self.state_file)
         except BaseException:
             primary.destroy()
             replica.destroy()
             shutil.rmtree(self.dir, ignore_errors=True)
-            if data_root != self.dir / "data":
-                shutil.rmtree(data_root, ignore_errors=True)
+            if outside is not None:
+                shutil.rmtree(outside, ignore_errors=True)
             raise
         log(f"stack up in {time.monotonic() - t0:.1f}s: primary 127.0.0.1:{chosen}, replica 127.0.0.1:{replica_port}")
         return self.status()
@@ -285,8 +354,16 @@ class Stack:
             primary, replica = self._instances(state)
             replica.destroy()
             primary.destroy()
-            data = Path(state.datadir)
-            shutil.rmtree(data, ignore_errors=True)
+            shutil.rmtree(Path(state.datadir), ignore_errors=True)
+            if state.outside:
+                shutil.rmtree(Path(state.outside), ignore_errors=True)
+        else:   # no state (deleted by hand): a cluster dir outside the home may still be there
+            try:
+                runas = resolve(os.environ.get("OPSPROOF_PG_USER"))
+            except OpsproofError:
+                runas = None
+            if runas is not None and runas.dropping:
+                self._clear_outside(self.outside_dir(runas), runas, None)
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.backups, ignore_errors=True)
 
@@ -300,7 +377,7 @@ class Stack:
             return {"created": False, "healthy": False, "problems": ["stack not created: run `opsproof stack up`"]}
         primary, replica = self._instances(state)
         out: dict = {"created": True, "port": state.port, "replica_port": state.replica_port,
-                     "datadir": state.datadir, "runs_as": state.runas,
+                     "datadir": state.datadir, "logdir": str(primary.logfile.parent), "runs_as": state.runas,
                      "primary": {"running": primary.running(), "pid": primary.pid()},
                      "replica": {"running": replica.running(), "pid": replica.pid()}, "problems": []}
         if not primary.running():

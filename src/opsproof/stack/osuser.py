@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,3 +88,32 @@ def can_traverse(path: Path, who: RunAs) -> bool:
         if not ok:
             return False
     return True
+
+
+def reaches(path: Path, who: RunAs) -> bool:
+    """True when `who` can enter the existing directory `path`: asked of the kernel as that account (ACLs,
+    mount options and every ancestor included), falling back to the mode bits if that cannot be run."""
+    if not who.dropping:
+        return True
+    try:
+        return who.run(["test", "-x", str(path)], timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return can_traverse(path, who)
+
+
+def private_dir(path: Path, who: RunAs) -> Path:
+    """Create `path` (its parent must exist, e.g. /var/tmp) as a 0700 directory owned by `who`. An existing one is
+    reused only when it is a real directory (not a link) owned by `who` or by us: a shared temp dir is writable
+    by everyone, and a name someone else planted must never receive the cluster's files."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        owners = {os.geteuid()} | ({who.uid} if who.dropping else set())
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in owners:
+            raise UsageError(f"{path} exists but is not a directory owned by {who.name}: refusing to keep the "
+                             "cluster there (remove it, or point OPSPROOF_HOME at a directory the server account "
+                             "can reach)")
+    os.chmod(path, 0o700)
+    who.chown(path)
+    return path

@@ -196,7 +196,7 @@ with slots as (
 ),
 r as (
   insert into ops.dlq_replays (batch_id, tenant_id, items, bytes, failed, at, status, requested_by)
-  select md5(%(seed)s::text || ':replay:' || s.n)::uuid,
+  select md5(%(seed)s::text || ':replay:' || extract(epoch from s.d)::bigint || ':' || s.i)::uuid,
          ({_arr(TENANTS, 'uuid')})[1 + s.i],
          1 + {_bits(_h('s.n', 10), 0, 1023)} %% 20,
          (1 + {_bits(_h('s.n', 10), 0, 1023)} %% 20) * (600 + {_bits(_h('s.n', 10), 10, 4095)} %% 3000),
@@ -312,6 +312,106 @@ def seed(conn: psycopg.Connection, days: int = 35, requests_per_day: int = 20000
                 cur.execute(f"analyze {table}")
     counts["window"] = {"from": t0.isoformat(), "to": end.isoformat()}
     return counts
+
+
+# -- top-up: [start, end) at grid-cell granularity -----------------------------------------------
+
+TAIL_S = 300.0  # seed() stops tasks, outbox, DLQ and CI 5 min before its end; a top-up continues right there
+
+
+def _cells(start: datetime, end: datetime, step: float) -> tuple[datetime, int, int]:
+    """The cells k of a fixed grid (cell k = [k*step, (k+1)*step) in epoch seconds) that END in [start, end):
+    consecutive top-ups tile the grid exactly (each cell belongs to the one range its end falls in), and no row
+    of a cell lies at or after `end`. Returns (start of the first cell, its index, how many cells)."""
+    import math
+
+    k_lo = math.ceil(start.timestamp() / step) - 1
+    k_hi = math.ceil(end.timestamp() / step) - 1
+    count = max(0, k_hi - k_lo)
+    return datetime.fromtimestamp(k_lo * step, tz=timezone.utc), k_lo, count
+
+
+def top_up(conn: psycopg.Connection, start: datetime, end: datetime, *, seed: int = 42,
+           requests_per_day: int = 20000, tasks_per_day: int = 2000, outbox_per_day: int = 2000,
+           ci_per_day: int = 12, log_days: int = 13, only_live: bool = True,
+           streams: tuple[str, ...] | None = None) -> dict:
+    """Continue the healthy history from `start` (the last seed's end) to `end` (not truncated: a suite run a few
+    seconds later finds its streams fresh). Same rates and shapes as seed(); each stream is laid on a fixed grid
+    so any sequence of top-ups, however short, adds the rows one long top-up would (minus rounding at the very
+    first cell). Tasks, outbox, DLQ replays and CI events stay TAIL_S behind `end`, as in seed(), so every task
+    has finished by then. No alerts (seed() wrote the resolved history). With only_live, a stream whose newest row
+    is far older than `start` (someone stopped it) is left stopped (counts["stopped"]). `streams` limits the top-up
+    to some of TOP_UP_STREAMS (agent_tasks brings its spans and logs, dlq_replays its dlq rows). Returns counts."""
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=timezone.utc)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=timezone.utc)
+    counts: dict = {"window": {"from": start.isoformat(), "to": end.isoformat()}}
+    if end <= start:
+        return counts
+    tail = timedelta(seconds=TAIL_S)
+    with _tx(conn) as cur:
+        cur.execute("set local synchronous_commit = off")
+        stopped = _stopped_streams(cur, start) if only_live else set()
+        counts["stopped"] = sorted(stopped)
+        if streams is not None:
+            unknown = set(streams) - set(TOP_UP_STREAMS)
+            if unknown:
+                raise ValueError(f"not a seeded stream: {sorted(unknown)}")
+            stopped |= set(TOP_UP_STREAMS) - set(streams)
+        ensure_partitions(cur, start - tail, end)
+        step = 86400.0 / requests_per_day
+        t0, k, n = _cells(start, end, step)
+        counts["requests"] = _requests(cur, seed + k, t0, n * step, n) if n and "requests" not in stopped else 0
+        t0, k, n = _cells(start, end, 30.0)  # a probe per region every 30 s
+        counts["health_probes"] = (_evenly(cur, SQL_PROBES, seed + k, t0, n * 30.0, 2 * n)
+                                   if n and "health_probes" not in stopped else 0)
+        step = 86400.0 / tasks_per_day
+        t0, k, n = _cells(start - tail, end - tail, step)
+        counts["agent_tasks"] = counts["spans"] = counts["agent_logs"] = 0
+        if n and "agent_tasks" not in stopped:
+            cur.execute(SQL_TASKS, {"seed": seed + k, "t0": t0, "step": step, "count": n,
+                                    "logs_from": end - timedelta(days=log_days)})
+            counts["agent_tasks"], counts["spans"], counts["agent_logs"] = cur.fetchone()
+        step = 86400.0 / outbox_per_day
+        t0, k, n = _cells(start - tail, end - tail, step)
+        counts["outbox"] = _evenly(cur, SQL_OUTBOX, seed + k, t0, n * step, n) if n and "outbox" not in stopped else 0
+        counts["dlq_replays"] = counts["dlq"] = 0
+        if "dlq_replays" not in stopped:
+            # replay slots sit at fixed times of each UTC day (jitter hashed with the base seed, as in seed())
+            cur.execute(SQL_DLQ, {"seed": seed, "t0": start - tail, "end": end - tail})
+            counts["dlq_replays"], counts["dlq"] = cur.fetchone()
+        step = 86400.0 / ci_per_day
+        t0, k, n = _cells(start - tail, end - tail, step)
+        counts["ci_events"] = _evenly(cur, SQL_CI, seed + k, t0, n * step, n) if n and "ci_events" not in stopped else 0
+    return counts
+
+
+TOP_UP_STREAMS = ("health_probes", "requests", "agent_tasks", "outbox", "dlq_replays", "ci_events")
+
+# stream -> (newest-row query, how far before the last seed's end a LIVE stream's newest row can be: the seeder's
+# own longest natural gap, with margin)
+_LIVE = {
+    "health_probes": ("select max(ts) from ops.health_probes", timedelta(minutes=5)),
+    "requests": ("select max(ts) from ops.requests", timedelta(minutes=10)),
+    "agent_tasks": ("select max(enqueued_at) from ops.agent_tasks", timedelta(minutes=15)),
+    "outbox": ("select max(created_at) from ops.outbox", timedelta(minutes=15)),
+    "dlq_replays": ("select max(at) from ops.dlq_replays where requested_by = 'dlq@'", timedelta(hours=10)),
+    "ci_events": ("select max(at) from ops.ci_events", timedelta(hours=4)),
+}
+
+
+def _stopped_streams(cur, start: datetime) -> set[str]:
+    """Streams whose newest row is older than the seeder would ever leave it at `start` (the last seed's end):
+    someone stopped them (a violation case, a deleted stretch). A top-up continues live streams only; it never
+    resurrects a stopped one (that would paint over exactly what the freshness controls must see)."""
+    out = set()
+    for name, (sql, slack) in _LIVE.items():
+        cur.execute(sql)
+        newest = cur.fetchone()[0]
+        if newest is None or newest < start - slack:
+            out.add(name)
+    return out
 
 
 def clear(conn: psycopg.Connection) -> None:
