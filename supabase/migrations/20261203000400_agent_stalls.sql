@@ -36,3 +36,8 @@ $$;
 
 revoke all on function ops.agent_stalls(timestamptz, timestamptz, double precision) from public, anon;
 grant execute on function ops.agent_stalls(timestamptz, timestamptz, double precision) to service_role, authenticated;
+
+-- Partition maintenance is the cadence's (run as the project owner), never the API's: the schema's
+-- default privileges had made these executable by anon and authenticated.
+revoke execute on function ops.ensure_partitions(text, date, date) from public, anon, authenticated;
+revoke execute on function ops.drop_partitions_before(text, date) from public, anon, authenticated;
