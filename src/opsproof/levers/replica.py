@@ -10,7 +10,7 @@ Who resumes it:
 - the drill itself, the fixture finalizers and the signal handlers, at once (`resume_replay`);
 - when the holder died (SIGKILL): whatever the plane runs -- the reference plane's health gate
   (`opsproof.plane.gate`) resumes replay itself once the lease has expired (audited, reads cut back to
-  the replica by its next healthy probe). It reads the same rows with its own copy of `LEASE_SQL`
+  the replica by its next healthy probe). It reads the same rows with the same query (opsproof.measure.replica_lease.LEASE_SQL)
   (levers never import the plane; the plane does not import levers);
 - `release_stale_pause()` (`opsproof levers release --stale`) does the same by hand, for a target whose
   own services do not.
@@ -24,27 +24,7 @@ from __future__ import annotations
 import psycopg
 
 from opsproof.levers.common import LeverError, audit, connection, require_audit
-
-# pg_advisory_xact_lock(class, obj) taken by renewals and by whoever resumes an expired pause (the plane's
-# gate uses the same numbers); the drill lock is (0x0D5F, 0x0D21) at session level.
-PAUSE_LOCK = (0x0D5F, 0x0D22)
-
-# The newest lever pause (last 7 days), its effective expiry (pause row or latest heartbeat) and whether a
-# resume row follows it. Kept identical to opsproof.plane.gate.PAUSE_LEASE_SQL.
-LEASE_SQL = """
-with p as (
-  select id, run_id, detail from ops.audit_log
-   where action = 'replica.replay.pause' and at > now() - interval '7 days'
-   order by id desc limit 1)
-select p.id, p.run_id, p.detail->>'owner',
-       greatest((p.detail->>'expires_at')::timestamptz,
-                (select max((r.detail->>'expires_at')::timestamptz) from ops.audit_log r
-                  where r.id > p.id and r.action = 'replica.replay.renew'
-                    and r.detail->>'pause_audit_id' = p.id::text)) as expires_at,
-       exists (select 1 from ops.audit_log r where r.id > p.id and r.action = 'replica.replay.resume') as resumed,
-       now() as now
-  from p
-"""
+from opsproof.measure.replica_lease import LEASE_SQL, PAUSE_LOCK
 
 
 def _replica(dsn: str) -> psycopg.Connection:

@@ -28,33 +28,12 @@ from dataclasses import dataclass
 
 import psycopg
 
+from opsproof.measure.replica_lease import LEASE_SQL as PAUSE_LEASE_SQL, PAUSE_LOCK
 from opsproof.plane import common, notifier
 from opsproof.plane.settings import PlaneSettings, load_or_exit
 
 log = logging.getLogger("opsproof.plane.gate")
 COMPONENT = "plane.gate"
-
-
-# Renewals and the resume of an expired pause serialize on this advisory transaction lock (the levers use
-# the same numbers: opsproof.levers.replica.PAUSE_LOCK).
-PAUSE_LOCK = (0x0D5F, 0x0D22)
-
-# The newest lever pause (last 7 days), its effective expiry (the pause row or its latest heartbeat) and
-# whether a resume follows it. Kept identical to opsproof.levers.replica.LEASE_SQL.
-PAUSE_LEASE_SQL = """
-with p as (
-  select id, run_id, detail from ops.audit_log
-   where action = 'replica.replay.pause' and at > now() - interval '7 days'
-   order by id desc limit 1)
-select p.id, p.run_id, p.detail->>'owner',
-       greatest((p.detail->>'expires_at')::timestamptz,
-                (select max((r.detail->>'expires_at')::timestamptz) from ops.audit_log r
-                  where r.id > p.id and r.action = 'replica.replay.renew'
-                    and r.detail->>'pause_audit_id' = p.id::text)) as expires_at,
-       exists (select 1 from ops.audit_log r where r.id > p.id and r.action = 'replica.replay.resume') as resumed,
-       now() as now
-  from p
-"""
 
 
 @dataclass
