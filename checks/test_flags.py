@@ -21,7 +21,9 @@ def same_json(actual, expected) -> bool:
 
 def pytest_generate_tests(metafunc):
     if "flag_key" in metafunc.fixturenames:
-        st = getattr(metafunc.config, "_opsproof", None)
+        from opsproof.suite_state import state_of
+
+        st = state_of(metafunc.config)
         keys = sorted(st.policy.flags) if st else []
         metafunc.parametrize("flag_key", keys)
 

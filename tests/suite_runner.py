@@ -61,7 +61,7 @@ def run_suite(home: Path, evidence_dir: Path, *args: str, env: dict | None = Non
     full.pop("PYTEST_XDIST_WORKER", None)
     full.pop("PYTEST_CURRENT_TEST", None)
     full.update(env or {})
-    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--evidence-dir={evidence_dir}", *args]
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", f"--opsproof-evidence-dir={evidence_dir}", *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=full, cwd=REPO)
     results = None
     packs = sorted(p for p in evidence_dir.glob("????-??-??") if p.is_dir())

@@ -10,7 +10,7 @@ from suite_runner import run_suite
 
 def _step5(stack_home, evidence_dir):
     proc, results = run_suite(stack_home, evidence_dir, "-m", "acceptance", "-k", "todays_pack",
-                              "--no-evidence")
+                              "--opsproof-no-evidence")
     return proc
 
 

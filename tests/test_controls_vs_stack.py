@@ -37,7 +37,7 @@ class Ids:
             if m is not None:
                 self.ids.setdefault(m.kwargs.get("id"), []).append(item.nodeid)
 p = Ids()
-code = pytest.main(["-p", "no:cacheprovider", "-q", "--collect-only", "--no-evidence", "-m", "daily"], plugins=[p])
+code = pytest.main(["-p", "no:cacheprovider", "-q", "--collect-only", "--opsproof-no-evidence", "-m", "daily"], plugins=[p])
 print("OPSPROOF-CONTROL-IDS " + json.dumps(p.ids))
 sys.exit(int(code))
 """

@@ -236,7 +236,9 @@ def test_daily_hands_target_policy_and_evidence_dir_to_cadence_and_pytest(projec
     cadence, suite = calls[1], calls[2]
     want = ["--target=embedded", f"--policy={policy.resolve()}", f"--evidence-dir={ev.resolve()}"]
     assert cadence[-5:] == ["cadence", "daily", *want]
-    assert suite[3:5] == ["-m", "daily"] and all(w in suite for w in want) and suite[-1] == "-x"
+    plugin = ["--opsproof-suite=daily", "--opsproof-target=embedded", f"--opsproof-policy={policy.resolve()}",
+              f"--opsproof-evidence-dir={ev.resolve()}"]
+    assert suite[3:5] == ["-m", "daily"] and all(w in suite for w in plugin) and suite[-1] == "-x"
     assert os.environ["OPSPROOF_HOME"] == str(home) and os.environ["OPSPROOF_ENV_FILE"] == str((work / ".env").resolve())
 
 
@@ -275,7 +277,7 @@ def test_plain_pytest_gate_on_a_dotenv_target_records_that_target(stack, project
     work, home, ev = project
     write_dotenv(work, home, OPSPROOF_TARGET="env", SUPABASE_DB_URL=stack.admin_dsn())
     proc = subprocess.run([sys.executable, "-m", "pytest", "-c", str(REPO / "pyproject.toml"), "--rootdir", str(REPO),
-                           "-q", "-m", "gate", f"--evidence-dir={ev}", str(REPO / "checks")],
+                           "-q", "-m", "gate", f"--opsproof-evidence-dir={ev}", str(REPO / "checks")],
                           cwd=work, env=scrubbed_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (home / "stack").exists()

@@ -23,7 +23,7 @@ def _one_clear_line(proc, needle: str) -> None:
 def test_malformed_policy_is_exit_2_and_no_run(content, needle, stack, stack_home, tmp_path):
     policy = tmp_path / "bad.toml"
     policy.write_text(content)
-    proc, results = run_suite(stack_home, tmp_path / "ev", "-m", "daily", f"--policy={policy}")
+    proc, results = run_suite(stack_home, tmp_path / "ev", "-m", "daily", f"--opsproof-policy={policy}")
     assert proc.returncode == 2
     _one_clear_line(proc, needle)
     assert results is None and not list((tmp_path / "ev").glob("????-??-??"))

@@ -96,6 +96,35 @@ def preflight(extra: list[str]) -> tuple[Settings, Path, Path, list[str]]:
     return settings, policy_path, evidence_dir, rest
 
 
+# the opsproof CLI's own spellings -> the pytest plugin's prefixed options (value options, then flags)
+PASS_VALUES = ("--window", "--date", "--drill-wait", "--control", "--severity", "--requirement", "--waivers",
+               "--catalog")
+PASS_FLAGS = ("--dry-run", "--no-evidence", "--allow-drills-on-production")
+SUITE_OF = {"daily": "daily", "gate": "gate", "drill": "drill", "acceptance": "acceptance", "weekly": "weekly",
+            "monthly": "monthly"}
+
+
+def to_plugin_args(rest: list[str]) -> list[str]:
+    """`--window=7d` -> `--opsproof-window=7d` (also `--window 7d`), `--dry-run` -> `--opsproof-dry-run`;
+    everything else (pytest's own options) passes through unchanged."""
+    out, i = [], 0
+    while i < len(rest):
+        a = rest[i]
+        name, eq, value = a.partition("=")
+        if name in PASS_VALUES:
+            if not eq:
+                if i + 1 >= len(rest):
+                    raise UsageError(f"{name} needs a value")
+                value, i = rest[i + 1], i + 1
+            out.append(f"--opsproof-{name[2:]}={value}")
+        elif a in PASS_FLAGS:
+            out.append(f"--opsproof-{a[2:]}")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def run_suite(marker: str, extra: list[str], with_plane: bool = True) -> int:
     settings, policy_path, evidence_dir, rest = preflight(extra)
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
@@ -108,6 +137,9 @@ def run_suite(marker: str, extra: list[str], with_plane: bool = True) -> int:
             # the embedded default has no cron of its own: do the daily maintenance first, as
             # deploy/crontab does before the daily controls (a failed task is reported, the run goes on)
             subprocess.call([sys.executable, "-m", "opsproof.cli", "cadence", "daily", *common], cwd=str(proj))
-    # the child inherits the environment resolve_settings() completed from the .env (and the file's path)
-    argv = [sys.executable, "-m", "pytest", "-m", marker, *common, *rest]
+    # the child inherits the environment resolve_settings() completed from the .env (and the file's path);
+    # the suite kind is explicit: a narrower selection is still this kind's run (and RED for what did not run)
+    plugin = [f"--opsproof-suite={SUITE_OF[marker]}", f"--opsproof-target={settings.target}",
+              f"--opsproof-policy={policy_path}", f"--opsproof-evidence-dir={evidence_dir}"]
+    argv = [sys.executable, "-m", "pytest", "-m", marker, *plugin, *to_plugin_args(rest)]
     return subprocess.call(argv, cwd=str(proj))

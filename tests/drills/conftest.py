@@ -6,14 +6,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from drill_helpers import LEASE_S, REPO, DrillHome  # noqa: E402
+from drill_helpers import LEASE_S, REPO, DrillHome
 
 from opsproof.levers import overrides, steady_state  # noqa: E402
 from opsproof.policy import load as load_policy  # noqa: E402

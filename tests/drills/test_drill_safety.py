@@ -2,14 +2,14 @@
 subprocess against the isolated stack + plane, and checks the target afterwards.
 
 - the four drills pass in < 3 minutes and leave the flag tables' md5 exactly as before (each drill too);
-- --dry-run changes nothing; a production target is refused unless doubly allowed;
+- --opsproof-dry-run changes nothing; a production target is refused unless doubly allowed;
 - a plane component stopped midway -> the drill fails, its levers are released, steady state comes back;
 - SIGINT mid-drill -> released before the process exits, the pack says interrupted (never green), the drill
   concludes nothing; the same with SIGINT inherited as ignored (cron, nohup, `&`) and with SIGTERM;
 - SIGKILL -> the lease runs out on its own within seconds (effective flags back to base with no human
   action), `opsproof levers release --stale` clears the rows; SIGKILL mid region wobble -> the plane's gate
   resumes WAL replay by itself once the pause's lease expires, and reads return to the replica;
-- two concurrent runs -> the second fails fast naming the holder (or waits with --drill-wait);
+- two concurrent runs -> the second fails fast naming the holder (or waits with --opsproof-drill-wait);
 
 Every wait is on an event or a polled state with a generous deadline (a busy 2-core machine).
 - a worker that ignores the kill switch -> the drill FAILS saying what did not happen.
@@ -99,7 +99,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(drill_home, healthy, tmp_pa
     with drill_home.conn() as conn:
         audit0 = conn.execute("select max(id) from ops.audit_log").fetchone()[0]
         tasks0 = conn.execute("select count(*) from ops.agent_tasks").fetchone()[0]
-    run = DrillRun(drill_home, tmp_path, "--dry-run", "-rs", run_id=_rid("dry"))
+    run = DrillRun(drill_home, tmp_path, "--opsproof-dry-run", "-rs", run_id=_rid("dry"))
     assert run.wait(120) == 0, run.output()[-3000:]
     out = run.output()
     assert "4 skipped" in out and "[dry-run] kill_switch would:" in out
@@ -115,16 +115,16 @@ def test_dry_run_prints_the_plan_and_changes_nothing(drill_home, healthy, tmp_pa
 
 
 def test_production_target_is_refused_unless_doubly_allowed(drill_home, healthy, tmp_path):
-    r1 = DrillRun(drill_home, tmp_path, "--no-evidence", run_id=_rid("prod"), OPSPROOF_PRODUCTION="true")
+    r1 = DrillRun(drill_home, tmp_path, "--opsproof-no-evidence", run_id=_rid("prod"), OPSPROOF_PRODUCTION="true")
     assert r1.wait(60) == 2
     assert "refusing to run drills on a production target" in r1.output()
-    r2 = DrillRun(drill_home, tmp_path, "--no-evidence", "--allow-drills-on-production", run_id=_rid("prod"),
+    r2 = DrillRun(drill_home, tmp_path, "--opsproof-no-evidence", "--opsproof-allow-drills-on-production", run_id=_rid("prod"),
                   OPSPROOF_PRODUCTION="true")
     assert r2.wait(60) == 2
-    assert "allow_on_production = true" in r2.output() and "--allow-drills-on-production and" not in r2.output()
+    assert "allow_on_production = true" in r2.output() and "--opsproof-allow-drills-on-production and" not in r2.output()
     allowed = tmp_path / "allowed.toml"
     allowed.write_text(drill_home.policy.read_text().replace("allow_on_production = false", "allow_on_production = true"))
-    r3 = DrillRun(drill_home, tmp_path, "--no-evidence", "--allow-drills-on-production", "--dry-run",
+    r3 = DrillRun(drill_home, tmp_path, "--opsproof-no-evidence", "--opsproof-allow-drills-on-production", "--opsproof-dry-run",
                   run_id=_rid("prod"), policy=allowed, OPSPROOF_PRODUCTION="true")
     assert r3.wait(60) == 0, r3.output()[-2000:]
     assert "4 skipped" in r3.output()
@@ -293,7 +293,7 @@ def test_concurrent_runs_second_fails_fast_naming_the_holder_or_waits(drill_home
         # fail fast = it did not wait for A (which holds the lock for the whole kill switch drill)
         assert a.proc.poll() is None, "run A finished before B gave up: B did not fail fast"
         assert f"run {a.run_id}" in out_b and f"pid {a.proc.pid}" in out_b, out_b[-2000:]
-        w = DrillRun(drill_home, tmp_path, "--drill-wait=120", "drills/test_idempotency.py", run_id=_rid("W"))
+        w = DrillRun(drill_home, tmp_path, "--opsproof-drill-wait=120", "drills/test_idempotency.py", run_id=_rid("W"))
         assert a.wait(120) == 0, a.output()[-3000:]
         assert w.wait(120) == 0, w.output()[-3000:]
     finally:

@@ -18,7 +18,7 @@ def test_interrupted_daily_run_commits_an_interrupted_pack(drill_home, tmp_path,
     evidence = tmp_path / "evidence"
     out_path = tmp_path / "daily.out"
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly", "-m", "daily", "-v",
-            f"--policy={drill_home.policy}", f"--evidence-dir={evidence}"]
+            f"--opsproof-policy={drill_home.policy}", f"--opsproof-evidence-dir={evidence}"]
     signum = getattr(signal, sig)
 
     def preexec():

@@ -11,7 +11,6 @@ import pwd
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -21,8 +20,7 @@ import psycopg
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).parent))
-from plane_helpers import Component, plane_env  # noqa: E402
+from plane_helpers import Component, plane_env
 
 AUDIT_STANDIN = """
 create table if not exists ops.audit_log (

@@ -1,4 +1,4 @@
-"""Helpers for the plane tests (importable: tests/plane is on sys.path)."""
+"""Helpers for the plane tests (importable: pytest puts a conftest's folder on the import path)."""
 
 from __future__ import annotations
 

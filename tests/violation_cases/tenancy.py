@@ -62,7 +62,7 @@ CASES = [
                 "grant execute on function public.violation_search(public.violation_filter) to authenticated",
          undo="drop function if exists public.violation_search(public.violation_filter); "
               "drop type if exists public.violation_filter",
-         args=("--policy=tests/violation_cases/tenancy_allowlist.toml",),
+         args=("--opsproof-policy=tests/violation_cases/tenancy_allowlist.toml",),
          why="the same kind of function, allow-listed with a reason in the policy, is accepted"),
     Case(name="ok/invoker-view-and-safe-definer-function", red={},
          inject="create view public.violation_my_loads with (security_invoker = true) as "
