@@ -8,15 +8,14 @@ from opsproof import clock
 from opsproof.errors import OpsproofError
 from opsproof.evidence import anchor as audit_anchor
 from opsproof.evidence.signing import trusted_keys
+from opsproof.measure import audit_chain, cadence
 from opsproof.measure import backups as measure_backups
 
-FW = {"SOC2": ["A1.2", "CC7.4"], "ISO27001": ["A.8.13"]}
 
 
 @pytest.mark.daily
 @pytest.mark.cadence
-@pytest.mark.control(id="CAD-001", title="Latest verified backup is fresher than policy", severity="high",
-                     frameworks=FW)
+@pytest.mark.control("CAD-001")
 def test_backup_freshness(target, settings, policy, evidence):
     """A backup counts only when opsproof re-establishes it in this run (measure/backups.py): its file
     reads, its sha256 matches and `pg_restore --list` lists it -- or the Supabase Management API lists it
@@ -48,44 +47,37 @@ def test_backup_freshness(target, settings, policy, evidence):
 
 @pytest.mark.daily
 @pytest.mark.cadence
-@pytest.mark.control(id="CAD-002", title="No agent_logs older than the TTL", severity="medium", frameworks=FW)
+@pytest.mark.control("CAD-002")
 def test_agent_logs_ttl(target, policy, evidence):
-    sql = ("select count(*) from ops.agent_logs where ts < now() - make_interval(days => %s)")
-    stale = target.value(sql, (policy.cadence.agent_logs_ttl_days,))
-    evidence.require(target.value("select count(*) > 0 from ops.agent_logs"), "ops.agent_logs is empty: "
+    m = cadence.agent_logs_ttl(target, policy.cadence.agent_logs_ttl_days)
+    evidence.require(m.result["present"], "ops.agent_logs is empty: "
                      "a zero would prove nothing")
-    evidence.check(f"agent_logs older than {policy.cadence.agent_logs_ttl_days} d", stale, "==", 0, query=sql)
+    evidence.check(f"agent_logs older than {policy.cadence.agent_logs_ttl_days} d", m.result["stale"], "==", 0,
+                   query=m.query)
 
 
 @pytest.mark.daily
 @pytest.mark.cadence
-@pytest.mark.control(id="CAD-003", title="Daily partitions exist for today and the days ahead", severity="medium",
-                     frameworks=FW)
+@pytest.mark.control("CAD-003")
 @pytest.mark.parametrize("table", ["requests", "health_probes", "spans", "agent_logs"])
 def test_partitions_ahead(table, target, policy, evidence):
-    sql = ("select count(*) from generate_series(current_date, current_date + %s, interval '1 day') d "
-           "where to_regclass(format('ops.%%s_%%s', %s::text, to_char(d, 'YYYYMMDD'))) is null")
-    missing = target.value(sql, (policy.cadence.partitions_ahead_days, table))
-    evidence.check(f"missing ops.{table} partitions (today..+{policy.cadence.partitions_ahead_days})", missing, "==", 0,
-                   query=sql)
+    m = cadence.partitions_missing(target, table, policy.cadence.partitions_ahead_days)
+    evidence.check(f"missing ops.{table} partitions (today..+{policy.cadence.partitions_ahead_days})", m.result, "==",
+                   0, query=m.query)
 
 
 @pytest.mark.daily
 @pytest.mark.cadence
-@pytest.mark.control(id="CAD-004", title="The audit log hash chain verifies", severity="critical",
-                     frameworks={"SOC2": ["CC7.2", "CC4.1"], "ISO27001": ["A.8.15"]})
+@pytest.mark.control("CAD-004")
 def test_audit_chain(target, settings, suite, evidence):
     """The chain verifies by itself AND extends the head recorded in the newest earlier pack for this
     target (evidence/anchor.py): a row rewritten with every later hash recomputed, or a deleted tail,
     still verifies by itself but moves the anchored head. Today's head goes into audit_anchor.json."""
-    digest_sql = ("select id, at, actor, action, target, reason, run_id, hash from ops.audit_log "
-                  "where at > now() - interval '24 hours' order by id")
-    evidence.artifact("audit_digest.json", {"last_24h": target.rows(digest_sql)})
-    head_sql = ("select (select count(*) from ops.audit_log) as rows, a.id, a.hash "
-                "from ops.audit_log a order by a.id desc limit 1")
-    head = target.rows(head_sql)
-    sql = "select * from ops.verify_audit_chain()"
-    row = target.rows(sql)[0]
+    evidence.artifact("audit_digest.json", {"last_24h": audit_chain.recent(target, hours=24).result})
+    head_m = audit_chain.head(target)
+    head, head_sql = head_m.result, head_m.query
+    chain = audit_chain.verify(target)
+    row = chain.result
     host = settings.host()
     try:
         prev = audit_anchor.previous_anchor(suite.root, suite.day, host, trusted_keys(None, settings))
@@ -98,11 +90,11 @@ def test_audit_chain(target, settings, suite, evidence):
                         query=head_sql)
         raise AssertionError(f"audit chain broken: ops.audit_log is empty, the anchor in {prev.pack} recorded "
                              f"{prev.anchor['rows']} rows up to id {prev.anchor['last_id']}")
-    evidence.require(bool(head) and row["rows_checked"] > 0, "ops.audit_log is empty: nothing to verify")
+    evidence.require(head is not None and row["rows_checked"] > 0, "ops.audit_log is empty: nothing to verify")
     evidence.artifact(audit_anchor.ANCHOR, audit_anchor.make(
-        head[0]["id"], head[0]["hash"], head[0]["rows"], target=host, at=clock.now().isoformat(),
+        head["id"], head["hash"], head["rows"], target=host, at=clock.now().isoformat(),
         chain_ok=bool(row["ok"]), query=head_sql))
-    evidence.record(name="audit chain", measured=row, threshold="ok", verdict=bool(row["ok"]), query=sql)
+    evidence.record(name="audit chain", measured=row, threshold="ok", verdict=bool(row["ok"]), query=chain.query)
 
     problems: list[str] = []
     if prev is None:
@@ -111,16 +103,87 @@ def test_audit_chain(target, settings, suite, evidence):
                         verdict=True, query=head_sql)
     else:
         a = prev.anchor
-        q = ("select (select hash from ops.audit_log where id = %s) as hash, "
-             "(select count(*) from ops.audit_log where id <= %s) as up_to, "
-             "(select count(*) from ops.audit_log) as total")
-        now_row = target.rows(q, (a["last_id"], a["last_id"]))[0]
+        anchored = audit_chain.anchored_row(target, a["last_id"])
+        now_row = anchored.result
         problems = audit_anchor.compare(a, now_row["hash"], now_row["up_to"], now_row["total"])
         evidence.record(name=anchor_name, measured={"anchor_pack": prev.pack, "anchored_id": a["last_id"],
                                                     "rows_then": a["rows"], "rows_now": now_row["total"],
                                                     "problems": problems},
                         threshold=f"row {a['last_id']} unchanged, rows up to it = {a['rows']}",
-                        verdict=not problems, query=q)
+                        verdict=not problems, query=anchored.query)
     assert row["ok"], f"audit chain broken at id {row['first_bad_id']}: {row['reason']}"
     assert not problems, (f"audit chain broken: it does not extend the anchor in {prev.pack}: "
                           + "; ".join(problems))
+
+
+@pytest.mark.weekly
+@pytest.mark.cadence
+@pytest.mark.control("CAD-005")
+def test_canary_sanity(target, policy, window, evidence):
+    """The canary ramp: every canary.* flag of the policy holds its value and is not overridden; the canary tasks of
+    the window (7 days on the weekly run) succeed at the watchlist's rate and carry their trace."""
+    from opsproof.measure import canary
+    from opsproof.measure import ops as measure_ops
+
+    want = {k: v for k, v in policy.flags.items() if k.startswith("canary.")}
+    evidence.require(bool(want), "the policy names no canary.* flag: nothing to hold the canary ramp to")
+    flags = measure_ops.effective_flags(target)
+    off = {}
+    for k, v in sorted(want.items()):
+        f = flags.result.get(k)
+        if f is None:
+            off[k] = "missing from ops.feature_flags"
+        elif f.overridden or f.value != v:
+            off[k] = {"value": f.value, "policy": v, "overridden": f.overridden, "override_owner": f.override_owner}
+    evidence.record(name="canary flags off policy or overridden", measured=len(off), threshold="== 0",
+                    verdict=not off, query=flags.query, detail=off or sorted(want))
+
+    tasks = canary.canary_tasks(target, *window.args)
+    evidence.require(tasks.result["finished"] > 0,
+                     f"no canary task finished in the {window.label} window: the canary's health cannot be shown")
+    success_min = policy.watchlist.agent_success_pct_min
+    success_ok = tasks.result["success_pct"] >= success_min
+    evidence.record(name="canary task success", measured=tasks.result["success_pct"], threshold=f">= {success_min}%",
+                    verdict=success_ok, query=tasks.query, detail=tasks.result)
+    cov = measure_ops.trace_coverage(target, *window.args)
+    evidence.require(cov.result.canary_tasks > 0 and cov.result.coverage_pct is not None,
+                     f"no finished canary task in the {window.label} window: trace coverage cannot be shown")
+    cov_min = policy.watchlist.trace_coverage_pct_min
+    cov_ok = cov.result.coverage_pct >= cov_min
+    evidence.record(name="canary trace coverage", measured=cov.result.coverage_pct, threshold=f">= {cov_min}%",
+                    verdict=cov_ok, query=cov.query, detail={"missing": cov.result.missing})
+    problems = ([f"canary flags off policy: {off}"] if off else []) + (
+        [f"canary task success: measured {tasks.result['success_pct']}%, required >= {success_min}%"]
+        if not success_ok else []) + (
+        [f"canary trace coverage: measured {cov.result.coverage_pct}%, required >= {cov_min}%"] if not cov_ok else [])
+    assert not problems, "; ".join(problems)
+
+
+@pytest.mark.weekly
+@pytest.mark.cadence
+@pytest.mark.control("CAD-006")
+def test_no_secret_in_evidence_reports_logs(suite, settings, evidence):
+    """Every secret opsproof holds (database passwords, JWT secret, service keys, API tokens) is looked for --
+    with its encoded variants -- in the evidence root, the reports, the plane's and the stack's logs. The record
+    names files, never a secret."""
+    from pathlib import Path
+
+    from opsproof import paths
+    from opsproof.evidence.secrets import find_secrets
+
+    secrets = settings.secret_values()
+    evidence.require(bool(secrets), "no secret known to look for: an empty scan would prove nothing")
+    candidates = [Path(suite.root), Path(str(suite.config.rootpath)) / "reports", paths.plane_dir(),
+                  paths.stack_dir() / "logs"]
+    locations: list[Path] = []
+    for p in candidates:  # a location inside another one is scanned once
+        p = p.resolve()
+        if p.exists() and not any(p == q or q in p.parents for q in locations):
+            locations = [q for q in locations if p not in q.parents] + [p]
+    evidence.require(bool(locations), f"none of the locations to scan exists: {[str(p) for p in candidates]}")
+    hits = sorted({f"{loc}/{rel}" for loc in locations for rel, _ in find_secrets(loc, secrets)})
+    evidence.record(name="files holding an opsproof secret", measured=len(hits), threshold="== 0", verdict=not hits,
+                    query=f"evidence/secrets.py find_secrets({len(secrets)} secrets and their encodings) over "
+                          + ", ".join(str(p) for p in locations),
+                    detail={"files": hits[:50], "locations": [str(p) for p in locations], "secrets": len(secrets)})
+    assert not hits, f"{len(hits)} file(s) hold an opsproof secret (names only): {hits[:5]}"

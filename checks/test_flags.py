@@ -41,21 +41,20 @@ def budgets(target):
 @pytest.mark.daily
 @pytest.mark.gate
 @pytest.mark.flags
-@pytest.mark.control(id="FLG-001", title="Required guardrail flag holds its policy value (effective)",
-                     severity="critical", frameworks={"SOC2": ["CC8.1", "CC7.2"], "ISO27001": ["A.8.32"]})
+@pytest.mark.control("FLG-001")
 def test_required_flag(flag_key, flags, budgets, policy, evidence):
     evidence.artifact("flags.json", {
-        "effective_flags": {k: f.model_dump(mode="json") for k, f in flags.items()},
-        "budgets": budgets,
+        "effective_flags": {k: f.model_dump(mode="json") for k, f in flags.result.items()},
+        "budgets": budgets.result,
         "policy": {"flags": policy.flags, "budgets": policy.budgets.model_dump()},
     })
-    state = flags.get(flag_key)
+    state = flags.result.get(flag_key)
     if state is None:
         raise MeasurementError(f"flag {flag_key} is missing from ops.feature_flags")
     expected = policy.flags[flag_key]
     ok = same_json(state.value, expected)
     evidence.record(name=flag_key, measured=state.value, threshold=f"== {json.dumps(expected)}", verdict=ok,
-                    query=measure.QUERIES["effective_flags"],
+                    query=flags.query,
                     detail={"base_value": state.base_value, "overridden": state.overridden,
                             "override_owner": state.override_owner, "updated_by": state.updated_by})
     if not ok:

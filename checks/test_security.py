@@ -4,41 +4,34 @@ from __future__ import annotations
 
 import pytest
 
+from opsproof.levers.scratch import advisor_canary, canary_name
 from opsproof.measure import advisors as advisor_scan
+from opsproof.measure import security as measure
 
-FW_ACCESS = {"SOC2": ["CC6.1", "CC6.3"], "ISO27001": ["A.5.15", "A.8.3"]}
-
-RLS_SQL = ("select n.nspname || '.' || c.relname as table_name, c.relrowsecurity as rls "
-           "from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-           "where n.nspname = any(%s) and c.relkind in ('r', 'p') order by 1")
 
 
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.control(id="SEC-002", title="RLS is enabled on every table of the exposed schemas", severity="critical",
-                     frameworks=FW_ACCESS)
+@pytest.mark.control("SEC-002")
 def test_rls_enabled_everywhere(target, suite, policy, evidence):
-    from opsproof.levers.scratch import canary_name
-
     schemas = list(policy.security.exposed_schemas)
-    rows = target.rows(RLS_SQL, (schemas,))
+    m = measure.rls_tables(target, schemas)
+    rows = m.result
     evidence.require(len(rows) > 0, f"no tables found in the exposed schemas {schemas}")
     # SEC-006's advisor canary of THIS run (its name carries the run id) is RLS-less on purpose; under
     # xdist it may exist while this check runs. Any other RLS-less table counts, another run's canary included.
     own_canary = canary_name(suite.run_id)
     without = [r["table_name"] for r in rows if not r["rls"] and r["table_name"] != own_canary]
-    evidence.check("tables without RLS", len(without), "==", 0, query=RLS_SQL,
+    evidence.check("tables without RLS", len(without), "==", 0, query=m.query,
                    detail={"tables_checked": len(rows), "without_rls": without, "left_aside": own_canary})
 
 
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.control(id="SEC-004", title="Every service account's key was rotated within the limit",
-                     severity="high", frameworks={"SOC2": ["CC6.1"], "ISO27001": ["A.5.17"]})
+@pytest.mark.control("SEC-004")
 def test_service_account_rotation(target, policy, evidence):
-    sql = ("select name, key_fingerprint is not null as has_key, "
-           "extract(epoch from now() - rotated_at) / 86400 as age_days from ops.service_accounts order by name")
-    rows = {r["name"]: r for r in target.rows(sql)}
+    m = measure.service_account_keys(target)
+    rows = m.result
     expected = policy.security.service_accounts
     missing = [a for a in expected if a not in rows]
     evidence.require(not missing, f"service accounts missing from ops.service_accounts: {missing}")
@@ -49,7 +42,7 @@ def test_service_account_rotation(target, policy, evidence):
     evidence.require(not future, f"rotated_at lies in the future (days from now): "
                                  f"{ {a: -d for a, d in future.items()} }: cannot establish the key's age")
     evidence.record(name="accounts", measured=ages, threshold=f"<= {policy.security.rotation_max_days} d",
-                    verdict=not keyless and max(ages.values()) <= policy.security.rotation_max_days, query=sql)
+                    verdict=not keyless and max(ages.values()) <= policy.security.rotation_max_days, query=m.query)
     assert not keyless, f"service accounts without a registered key: {keyless}"
     stale = {a: d for a, d in ages.items() if d > policy.security.rotation_max_days}
     assert not stale, f"keys older than {policy.security.rotation_max_days} days: measured {stale}"
@@ -57,42 +50,40 @@ def test_service_account_rotation(target, policy, evidence):
 
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.control(id="SEC-005", title="Only the kill-switch account may flip the kill switch, and it may do nothing else",
-                     severity="high", frameworks={"SOC2": ["CC6.3"], "ISO27001": ["A.8.2"]})
+@pytest.mark.control("SEC-005")
 def test_kill_switch_account_least_privilege(target, policy, evidence):
-    sql = "select name, permissions from ops.service_accounts order by name"
-    perms = {r["name"]: list(r["permissions"]) for r in target.rows(sql)}
+    m = measure.service_account_permissions(target)
+    perms = m.result
     acct = policy.security.kill_switch_account
     evidence.require(acct in perms, f"{acct} missing from ops.service_accounts")
     holders = sorted(a for a, p in perms.items() if "flags:autonomy.emergencyStop" in p)
     evidence.record(name="kill switch holders", measured={"holders": holders, acct: perms[acct]},
                     threshold=f"only {acct}, holding only flags:autonomy.emergencyStop",
-                    verdict=holders == [acct] and perms[acct] == ["flags:autonomy.emergencyStop"], query=sql)
+                    verdict=holders == [acct] and perms[acct] == ["flags:autonomy.emergencyStop"], query=m.query)
     assert holders == [acct], f"kill switch holders: measured {holders}, required only {acct}"
     assert perms[acct] == ["flags:autonomy.emergencyStop"], f"{acct} holds more: measured {perms[acct]}"
 
 
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.control(id="SEC-006", title="Supabase security advisors report no ERROR (and provably scanned)",
-                     severity="critical", frameworks={"SOC2": ["CC7.1"], "ISO27001": ["A.8.8"]})
+@pytest.mark.control("SEC-006")
 def test_supabase_advisors(target, settings, suite, policy, evidence):
-    scan = advisor_scan.scan(target, settings.db_url.get_secret_value(), suite.run_id)
+    # the positive control is a write: a lever creates this run's RLS-less canary, the measurement only reads
+    with advisor_canary(target, suite.run_id) as canary:
+        m = advisor_scan.scan(settings.db_url.get_secret_value(), canary)
+    scan = m.result
     evidence.artifact("advisors.json", {"findings": scan.findings, "canary_table": scan.canary_table,
                                         "canary_reported": scan.canary_reported})
     evidence.require(scan.canary_reported, f"the advisors did not report the RLS-less canary {scan.canary_table}: "
                                            "they did not scan the target, so 'no ERROR' would prove nothing")
     errors = [f"{f.get('name')}: {f.get('detail')}" for f in scan.findings
               if str(f.get("level", "")).upper() == policy.security.advisors_fail_level]
-    evidence.check("advisor ERROR findings", len(errors), "==", 0,
-                   query="supabase db advisors --remote=<target> --type security --output-format json",
-                   detail=errors[:20])
+    evidence.check("advisor ERROR findings", len(errors), "==", 0, query=m.query, detail=errors[:20])
 
 
 @pytest.mark.daily
 @pytest.mark.security
-@pytest.mark.control(id="SEC-001", title="RLS: no API principal reads another tenant's rows through any exposed path",
-                     severity="critical", frameworks=FW_ACCESS)
+@pytest.mark.control("SEC-001")
 def test_cross_tenant_reads_are_zero(target, policy, evidence):
     """Every principal (anon, each role of each tenant, strangers, malformed tokens) x every exposed relation and
     callable function (measure/tenancy.py). A leak or an unjudgeable SECURITY DEFINER function fails; a zero that
@@ -115,9 +106,9 @@ def test_cross_tenant_reads_are_zero(target, policy, evidence):
 
 
 @pytest.mark.daily
+@pytest.mark.weekly  # the weekly portal audit IS this check
 @pytest.mark.security
-@pytest.mark.control(id="SEC-003", title="Portal x role access in the database equals role-matrix.md, cell for cell",
-                     severity="high", frameworks=FW_ACCESS)
+@pytest.mark.control("SEC-003")
 def test_portal_matrix_equals_role_matrix(target, suite, evidence):
     from pathlib import Path
 
@@ -141,5 +132,5 @@ def test_portal_matrix_equals_role_matrix(target, suite, evidence):
              if expected.get((p, r)) != v]
     evidence.artifact("portal_matrix.json", {"cells": len(expected), "data_path_cells": len(reach), "diff": diff})
     evidence.check("portal x role cells that differ from role-matrix.md", len(diff), "==", 0,
-                   query="select key, public.can_access_portal(key) from public.portals  -- as each role's JWT",
+                   query=f"{tenancy.PORTAL_ACCESS_SQL}  -- as each role's JWT",
                    detail=diff[:20])

@@ -12,12 +12,11 @@ import pytest
 
 from opsproof.measure import ops as measure
 
-FW = {"SOC2": ["A1.1", "CC7.1"], "ISO27001": ["A.8.16"]}
-QUERY = "select ops.slo_snapshot(%s, %s, %s, %s, %s, %s)"  # from, to, success target, uptime target, burn h, settle s
 
 
 @pytest.fixture(scope="module")
-def snapshot(target, policy, window):
+def measured(target, policy, window):
+    """The Measurement: the snapshot and the statement that produced it (recorded as each control's query)."""
     return measure.slo_snapshot(target, *window.args, policy.slo.success_pct_min, policy.slo.uptime_pct_min,
                                 burn_hours=list(policy.slo.burn_rate_windows_hours),
                                 settle_s=policy.telemetry.settle_s)
@@ -39,9 +38,11 @@ def _burn_rates(snapshot, policy, window, evidence) -> dict:
 
 @pytest.mark.daily
 @pytest.mark.gate
+@pytest.mark.monthly  # the 30-day SLO review: the same control with --opsproof-window 30d
 @pytest.mark.slo
-@pytest.mark.control(id="SLO-001", title="Uptime (health probes) meets the SLO", severity="critical", frameworks=FW)
-def test_uptime(snapshot, policy, window, evidence):
+@pytest.mark.control("SLO-001")
+def test_uptime(measured, policy, window, evidence):
+    snapshot = measured.result
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.probes > 0, f"no health probes in the {window.label} window")
     window_minutes = getattr(snapshot, "window_minutes", None)
@@ -49,7 +50,7 @@ def test_uptime(snapshot, policy, window, evidence):
                      "ops.slo_snapshot does not count unprobed minutes (apply migration 20261203000100)")
     evidence.require(window_minutes > 0, f"the {window.label} window holds no whole minute to judge")
     evidence.check("uptime (an unprobed minute is not up)", snapshot.uptime_pct, ">=", policy.slo.uptime_pct_min,
-                   unit="%", query=QUERY,
+                   unit="%", query=measured.query,
                    detail={"window_minutes": window_minutes, "up_minutes": getattr(snapshot, "up_minutes", None),
                            "down_minutes": getattr(snapshot, "down_minutes", None),
                            "unprobed_minutes": getattr(snapshot, "unprobed_minutes", None),
@@ -60,21 +61,25 @@ def test_uptime(snapshot, policy, window, evidence):
 
 @pytest.mark.daily
 @pytest.mark.gate
+@pytest.mark.monthly  # the 30-day SLO review: the same control with --opsproof-window 30d
 @pytest.mark.slo
-@pytest.mark.control(id="SLO-002", title="Request success rate meets the SLO", severity="critical", frameworks=FW)
-def test_success_rate(snapshot, policy, window, evidence):
+@pytest.mark.control("SLO-002")
+def test_success_rate(measured, policy, window, evidence):
+    snapshot = measured.result
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.requests > 0, f"no requests in the {window.label} window")
     rates = _burn_rates(snapshot, policy, window, evidence)
-    evidence.check("success", snapshot.success_pct, ">=", policy.slo.success_pct_min, unit="%", query=QUERY,
+    evidence.check("success", snapshot.success_pct, ">=", policy.slo.success_pct_min, unit="%", query=measured.query,
                    detail={"error_budget": snapshot.error_budget.get("success"), "burn_rates": rates})
 
 
 @pytest.mark.daily
 @pytest.mark.gate
+@pytest.mark.monthly  # the 30-day SLO review: the same control with --opsproof-window 30d
 @pytest.mark.slo
-@pytest.mark.control(id="SLO-003", title="p95 request latency meets the SLO", severity="high", frameworks=FW)
-def test_p95_latency(snapshot, policy, window, evidence):
+@pytest.mark.control("SLO-003")
+def test_p95_latency(measured, policy, window, evidence):
+    snapshot = measured.result
     _artifact(evidence, snapshot, window)
     evidence.require(snapshot.requests > 0, f"no requests in the {window.label} window")
-    evidence.check("p95 latency", snapshot.p95_ms, "<=", policy.slo.p95_ms_max, unit=" ms", query=QUERY)
+    evidence.check("p95 latency", snapshot.p95_ms, "<=", policy.slo.p95_ms_max, unit=" ms", query=measured.query)

@@ -70,9 +70,7 @@ def _assert_hard_stop(evidence, what: str, proof: dict, reason_has: str) -> None
 
 
 @pytest.mark.drill
-@pytest.mark.control(id="DRL-003", title="Replay rails: over-size, over-count and high-fail-rate batches are hard "
-                     "stops; a batch within the rails replays", severity="high",
-                     frameworks={"SOC2": ["CC7.4", "PI1.3"], "ISO27001": ["A.8.16"]})
+@pytest.mark.control("DRL-003")
 def test_replay_rails(target, suite, drill_session, steady_state, drill_record, evidence, request, plane_settings):
     run_id = suite.run_id
     drill_record.plan([
@@ -133,8 +131,9 @@ def test_replay_rails(target, suite, drill_session, steady_state, drill_record, 
             rate_proof.update(fail_rate_pct=round(rate, 2), sample=sample, poison_batches=poison_batches,
                               rolled_back=True)
     with connection(dsn) as conn:
-        audit(conn, "drill.replay_rails.fail_rate", "ops.dlq", "fail-rate rail observed (scratch rolled back)", run_id,
-              {"fail_rate_pct": rate_proof["fail_rate_pct"], "sample": sample, "refusal": rate_proof["reason"],
+        audit(conn, action="drill.replay_rails.fail_rate", target="ops.dlq",
+              reason="fail-rate rail observed (scratch rolled back)", run_id=run_id,
+              detail={"fail_rate_pct": rate_proof["fail_rate_pct"], "sample": sample, "refusal": rate_proof["reason"],
                "status": rate_proof["status"], "replayed_items": rate_proof["replayed_items"],
                "refusal_audit_id_in_rolled_back_txn": rate_proof["audit_id"]})
     drill_record.step("batch.fail_rate", **rate_proof)

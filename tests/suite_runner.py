@@ -66,7 +66,9 @@ def run_suite(home: Path, evidence_dir: Path, *args: str, env: dict | None = Non
     results = None
     packs = sorted(p for p in evidence_dir.glob("????-??-??") if p.is_dir())
     if packs:
-        files = sorted(packs[-1].glob("results*.json"))
+        # the run's own results: the newest results file of the pack (an adhoc run writes adhoc/<run id>/)
+        files = sorted([*packs[-1].glob("results*.json"), *packs[-1].glob("adhoc/*/results.json")],
+                       key=lambda f: f.stat().st_mtime)[-1:]
         if files:
             results = json.loads(files[0].read_text())
     return proc, results
@@ -75,7 +77,7 @@ def run_suite(home: Path, evidence_dir: Path, *args: str, env: dict | None = Non
 def verdicts(results: dict) -> dict[str, str]:
     """nodeid -> verdict, plus control id -> worst verdict."""
     out: dict[str, str] = {}
-    rank = {"pass": 0, "skipped": 1, "fail": 2, "error": 3, "pending": 3}
+    rank = {"pass": 0, "waived": 1, "skipped": 1, "fail": 2, "error": 3, "pending": 3, "interrupted": 3}
     for c in results["controls"]:
         out[c["nodeid"]] = c["verdict"]
         cid = c.get("id")

@@ -361,7 +361,7 @@ def test_report_columns_and_allure_labels_carry_the_control_facts(healthy_run):
     _, results, out = healthy_run
     pack = out / results["date"]
     html = (pack / "report.html").read_text()
-    for needle in ("<th>Control</th>", "<th>Measured</th>", "<th>Threshold</th>", "SLO-001", "SEC-006"):
+    for needle in (">Control id</th>", ">Measured</th>", ">Required</th>", "SLO-001", "SEC-006"):
         assert needle in html, needle
     labels = []
     for f in (pack / "allure-results").glob("*-result.json"):
@@ -375,10 +375,12 @@ def test_report_columns_and_allure_labels_carry_the_control_facts(healthy_run):
 
 
 def test_reports_the_user_asks_for_go_where_asked_and_the_pack_keeps_a_copy(stack, stack_home, tmp_path):
-    """`opsproof cadence weekly` reads the drills' --junitxml: the plugin must not steal it."""
+    """A --junitxml the user asks for goes where asked: the plugin must not steal it."""
     junit = tmp_path / "mine" / "junit.xml"
     proc, results = run_suite(stack_home, tmp_path / "ev", "-m", "daily", "-k", "test_ci_self_heal",
                               f"--junitxml={junit}")
     assert proc.returncode == 0, proc.stdout[-2000:]
     assert junit.exists() and 'tests="1"' in junit.read_text()
-    assert (tmp_path / "ev" / results["date"] / "junit.xml").read_text() == junit.read_text()
+    assert results["suite"] == "adhoc"  # a -k subset: its own folder, never the daily's junit.xml
+    assert (tmp_path / "ev" / results["date"] / "adhoc" / results["run_id"] / "junit.xml").read_text() \
+        == junit.read_text()

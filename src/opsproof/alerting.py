@@ -1,10 +1,29 @@
-"""Tell on-call when a suite run is red: one Slack-format message to ALERT_WEBHOOK_URL."""
+"""Slack-format messages: a suite run that is red (to ALERT_WEBHOOK_URL), and the one alert payload shape that the
+reference plane's notifier and the incident levers both post (pure: no plane, no lever imports)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import httpx
+
+SEVERITY_EMOJI = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
+                  "low": ":large_yellow_circle:", "info": ":information_source:"}
+
+
+def slack_payload(title: str, *, severity: str, source: str, detail: dict | None = None,
+                  trace_id: str | None = None, trace_link_template: str | None = None) -> dict:
+    text = f"{SEVERITY_EMOJI.get(severity, '')} [{severity.upper()}] {source}: {title}".strip()
+    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
+    fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list((detail or {}).items())[:10]]
+    if fields:
+        blocks.append({"type": "section", "fields": fields})
+    if trace_id:
+        link = (trace_link_template or "{trace_id}").format(trace_id=trace_id)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|trace {trace_id}>"}})
+        text += f" — trace: {link}"
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"source `{source}` · opsproof plane"}]})
+    return {"text": text, "blocks": blocks}
 
 
 def failure_message(results: dict, report: Path | None) -> dict:

@@ -38,7 +38,7 @@ def _mount_optional() -> None:
 
     for name, module in (("evidence", "opsproof.evidence.cli"), ("plane", "opsproof.plane.cli"),
                          ("levers", "opsproof.levers.cli"), ("incident", "opsproof.levers.incident_cli"),
-                         ("cadence", "opsproof.levers.cadence_cli")):
+                         ("cadence", "opsproof.levers.cadence_cli"), ("catalog", "opsproof.catalog_cli")):
         try:
             sub = importlib.import_module(module).app
         except ImportError:

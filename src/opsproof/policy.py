@@ -151,6 +151,38 @@ class Drills(_Strict):
     lease_seconds: int = Field(10, ge=3, le=120)
 
 
+class CodeScans(_Strict):
+    """[code_scans]: SEC-007 (static analysis ran, no open findings at fail_on) and SEC-008 (no open secret).
+
+    Paths and globs are relative to the policy file's directory. The GitHub token is read from the environment
+    variable NAMED here (never a token in this file)."""
+
+    max_age_days: int = Field(7, ge=1, le=90)
+    sarif: list[str] = Field(default_factory=list)           # SARIF files the TMS's CI produced (globs)
+    github_repo: str = ""                                     # owner/name: GitHub code + secret scanning
+    github_token_env: str = "GITHUB_TOKEN"
+    secrets_scan_paths: list[str] = Field(default_factory=lambda: ["fixtures/tms-repo"])
+    # what `opsproof cadence weekly` scans with bandit (its SARIF goes to reports/scans/, read through `sarif`)
+    static_scan_paths: list[str] = Field(default_factory=lambda: ["fixtures/tms-repo"])
+    secrets_baseline: str = ""                                # detect-secrets .secrets.baseline (audited)
+    fail_on: list[Literal["critical", "high", "medium", "low"]] = Field(
+        default_factory=lambda: ["critical", "high"], min_length=1)
+
+    @field_validator("github_repo")
+    @classmethod
+    def _owner_name(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+", v):
+            raise ValueError(f"{v!r} is not owner/name")
+        return v
+
+    @field_validator("github_token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", v):
+            raise ValueError("must be the NAME of an environment variable (A-Z, 0-9, _), never a token")
+        return v
+
+
 DEFAULT_FLAGS: dict[str, Any] = {
     "autonomy.emergencyStop": False,
     "autonomy.mode": "FULL",
@@ -172,6 +204,7 @@ class Policy(_Strict):
     evidence: Evidence = Field(default_factory=Evidence)
     drills: Drills = Field(default_factory=Drills)
     telemetry: Telemetry = Field(default_factory=Telemetry)
+    code_scans: CodeScans = Field(default_factory=CodeScans)
     source: str = Field(default="<defaults>", exclude=True)
     sha256: str = Field(default="", exclude=True)
 

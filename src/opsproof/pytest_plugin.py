@@ -16,7 +16,6 @@ import pytest
 
 from opsproof import clock, suite_options
 from opsproof.errors import OpsproofError
-from opsproof.recorder import CONTROL_KEY, RECORD_KEY
 from opsproof.suite_state import STATE_KEY, SuiteRun, SuiteState, control_of, is_worker, state_of
 
 # the suite's fixtures ship inside the package: `pip install opsproof` and a suite in another repository works
@@ -61,6 +60,9 @@ def pytest_configure(config):
         pol = policy_mod.load(opts.policy)
         catalog = _load_catalog(opts.catalog)
         waivers = _load_waivers(opts.waivers, catalog)
+        if opts.selected:  # unknown ids, severities or requirements: exit 2 before anything runs
+            catalog.select(ids=list(opts.controls) or None, severities=list(opts.severities) or None,
+                           requirements=list(opts.requirements) or None)
         window = clock.parse_window(opts.window)
         day = clock.parse_date(opts.date)
         settings = resolve_settings(opts.target)  # environment > .env > embedded stack files
@@ -70,6 +72,9 @@ def pytest_configure(config):
                        settings=settings, window=window, day=day)
     config.stash[STATE_KEY] = state
     config.pluginmanager.register(SuiteRun(state), "opsproof-suite-run")
+    from opsproof.evidence.reports import ReportsPlugin
+
+    config.pluginmanager.register(ReportsPlugin(state), "opsproof-reports")  # html/allure/junit (workers too)
     os.environ["OPSPROOF_RUN_ID"] = state.run_id  # xdist workers (spawned later) share the controller's run id
     if is_worker(config):
         return
@@ -81,10 +86,8 @@ def pytest_configure(config):
 
 
 def _load_catalog(path: Path):
-    try:
-        from opsproof import catalog as catalog_mod
-    except ImportError:  # pragma: no cover - the catalog module ships with the package
-        return None
+    from opsproof import catalog as catalog_mod
+
     return catalog_mod.load(path)
 
 
@@ -145,55 +148,6 @@ def pytest_sessionstart(session):
         st.target = None
         pytest.exit(f"opsproof: the ops contract is missing on the target: {', '.join(missing)} "
                     "(apply supabase/migrations with `supabase db push`)", returncode=2)
-
-
-# -- pytest-html columns -----------------------------------------------------------
-
-def pytest_html_results_table_header(cells):
-    cells.insert(1, "<th>Control</th>")
-    cells.insert(2, "<th>Measured</th>")
-    cells.insert(3, "<th>Threshold</th>")
-
-
-def pytest_html_results_table_row(report, cells):
-    ctl = next((v for k, v in report.user_properties if k == CONTROL_KEY), {}) or {}
-    recs = [v for k, v in report.user_properties if k == RECORD_KEY]
-    measured = "; ".join(f"{r['name']}={r['measured']}" for r in recs)
-    threshold = "; ".join(f"{r['threshold']}" for r in recs)
-    from html import escape
-
-    cells.insert(1, f"<td>{escape(str(ctl.get('id', '')))}</td>")
-    cells.insert(2, f"<td>{escape(measured[:300])}</td>")
-    cells.insert(3, f"<td>{escape(threshold[:200])}</td>")
-
-
-def pytest_html_report_title(report):
-    report.title = "opsproof evidence report"
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_html_results_summary(prefix, summary, postfix, session):
-    """The report names the target that was measured and where its settings came from (never a secret)."""
-    st = state_of(session.config)
-    if st is None:
-        return
-    from html import escape
-
-    d = st.settings.describe()
-    src = ", ".join(f"{k} from {v}" for k, v in d["sources"].items())
-    prefix.append(f"<p><b>Target measured:</b> {escape(str(d['kind']))} {escape(str(d['host']))}:"
-                  f"{escape(str(d['port']))}/{escape(str(d['database']))}"
-                  f" &mdash; settings: {escape(src)}"
-                  + (f" (.env: {escape(d['env_file'])})" if d.get("env_file") else "") + "</p>")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_metadata(metadata, config):
-    """pytest-html's Environment table: the target measured."""
-    st = state_of(config)
-    if st is not None:
-        metadata["opsproof target"] = st.settings.describe_line()
-
 
 
 # -- the pack, and closing what the run opened --------------------------------------------------------------

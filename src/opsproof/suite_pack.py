@@ -4,7 +4,6 @@ The pack itself is written by evidence/ (one writer); this module only assembles
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -14,51 +13,25 @@ from opsproof.suite_state import SuiteState
 
 
 def open_pack(st: SuiteState) -> None:
-    from opsproof.evidence.pack import PackWriter
+    """This run's part of today's pack (evidence/daypack.py: the one writer; nothing of the pack is touched until
+    commit). pytest-html, junitxml and allure write straight into its staging dir."""
+    from opsproof.evidence.daypack import open_day
 
-    st.pack = PackWriter(st.root, st.day)
-    staging = Path(st.pack.staging)
-    _carry_over(st, staging)
+    st.pack = open_day(st.root, st.day, st.kind, st.run_id)
     opt = st.config.option
     # reports the user asked for go where they asked; the pack gets a copy at commit
     for attr, name in (("htmlpath", st.name("report", "html")), ("xmlpath", st.name("junit", "xml"))):
         if getattr(opt, attr, None):
             st.user_reports[name] = Path(getattr(opt, attr))
         else:
-            (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            setattr(opt, attr, str(staging / name))
+            setattr(opt, attr, str(st.pack.path(name)))
     opt.self_contained_html = True
     if hasattr(opt, "allure_report_dir"):
         if opt.allure_report_dir:
             st.user_reports[st.name("allure-results")] = Path(opt.allure_report_dir)
         else:
-            opt.allure_report_dir = str(staging / st.name("allure-results"))
+            opt.allure_report_dir = str(st.pack.staging / st.name("allure-results"))
             opt.clean_alluredir = True
-
-
-DAILY_OWNS = ("flags.json", "slo_snapshot.json", "outbox_lag.json", "alerts.sql.out", "trace-sample.txt",
-              "audit_digest.json", "audit_anchor.json", "advisors.json")
-
-
-def _carry_over(st: SuiteState, staging: Path) -> None:
-    """Keep what other run kinds wrote into today's pack (drills/, acceptance.json, the daily results...)."""
-    import shutil
-
-    current = st.root / st.day.isoformat()
-    if not current.is_dir():
-        return
-    mine = {st.name("results", "json"), st.name("report", "html"), st.name("junit", "xml"), "manifest.json"}
-    mine_dirs = {st.name("allure-results"), st.name("allure-report"),
-                 f"adhoc/{st.run_id}" if st.kind == "adhoc" else st.kind}
-    if st.kind == "daily":
-        mine |= set(DAILY_OWNS)
-    for src in current.rglob("*"):
-        rel = src.relative_to(current)
-        if src.is_dir() or str(rel) in mine or any(str(rel).startswith(d + "/") for d in mine_dirs):
-            continue
-        dst = staging / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dst)
 
 
 def results_document(st: SuiteState) -> dict:
@@ -95,7 +68,6 @@ def results_document(st: SuiteState) -> dict:
 
 
 def write(st: SuiteState) -> None:
-    from opsproof.evidence import allure as allure_mod
     from opsproof.evidence.retention import prune
 
     pack = st.pack
@@ -107,6 +79,8 @@ def write(st: SuiteState) -> None:
             pack.add_text(name, str(content))
     results = results_document(st)
     pack.add_json(st.name("results", "json"), results)
+    if st.options.waivers is not None and st.options.waivers.is_file():  # the exceptions in force: signed too
+        pack.add_file(st.name("waivers", "toml"), st.options.waivers)
     for name, src in st.user_reports.items():
         if src.exists():
             pack.add_file(name, src)
@@ -116,26 +90,17 @@ def write(st: SuiteState) -> None:
         reports_mod.write_reports(st, staging, results)
     except ImportError:
         pass
-    allure_dir = staging / st.name("allure-results")
-    if allure_dir.is_dir() and any(allure_dir.iterdir()) and os.environ.get("OPSPROOF_NO_ALLURE_HTML") != "1":
-        allure_mod.generate(allure_dir, staging / st.name("allure-report"))
     metadata = {"target": st.settings.target, "host": st.settings.host(), "target_detail": st.settings.describe(),
                 "opsproof_version": __version__,
                 "policy": st.policy.source, "policy_sha256": st.policy.sha256, "run_id": st.run_id,
                 "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),
                 "finished": clock.now().isoformat(), "green": results["green"], "verdict": results["verdict"],
                 "interrupted": results["interrupted"]}
-    try:
-        import fcntl
+    from opsproof.evidence.signing import signer_for  # OPSPROOF_SIGNING_KEY, or the stack home's key
 
-        st.root.mkdir(parents=True, exist_ok=True)
-        with open(st.root / ".amend.lock", "w") as lock:  # the same lock `opsproof cadence` amends under
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            from opsproof.evidence.signing import signer_for  # OPSPROOF_SIGNING_KEY, or the stack home's key
-
-            path = pack.commit(metadata, secrets=st.settings.secret_values(), signer=signer_for(st.settings))
+    try:  # commit takes the evidence root's lock and merges into the pack as it is now
+        path = pack.commit(metadata, secrets=st.settings.secret_values(), signer=signer_for(st.settings))
     except OpsproofError as exc:
-        pack.abort()
         print(f"\nopsproof: evidence pack NOT written: {exc}")
         return
     st.pack_path = Path(path)

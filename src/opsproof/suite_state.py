@@ -15,7 +15,6 @@ from opsproof.recorder import ARTIFACT_KEY, CONTROL_KEY, RECORD_KEY, Measurement
 from opsproof.suite_options import SUITE_DIRS, SuiteOptions
 
 STATE_KEY = pytest.StashKey["SuiteState"]()
-AREAS = ("flags", "budgets", "slo", "watchlist", "security", "cadence", "telemetry", "code")
 WAIVED_KEY = "opsproof_waived"
 
 
@@ -48,22 +47,18 @@ class SuiteState:
         self.root = options.evidence_dir
 
     def name(self, base: str, ext: str | None = None) -> str:
-        """File names inside the day's pack: the daily run owns the un-suffixed ones; adhoc runs their own folder."""
-        if self.kind == "adhoc":
-            stem = f"adhoc/{self.run_id}/{base}"
-        else:
-            stem = base if self.kind == "daily" else f"{base}-{self.kind}"
-        return f"{stem}.{ext}" if ext else stem
+        """This run's file names in the day's pack (evidence/daypack.py decides who owns what): the daily owns the
+        un-suffixed ones, gate/drill/... `<base>-<kind>`, adhoc runs `adhoc/<run id>/`."""
+        from opsproof.evidence.daypack import kind_name
+
+        return kind_name(self.kind, self.run_id, base, ext)
 
     def artifact_name(self, name: str) -> str:
         """Where a check's artifact goes: the daily owns the top level; other kinds their own folder, so a gate or
         adhoc run never replaces the daily's slo_snapshot.json (drill and acceptance records keep their names)."""
-        if self.kind == "adhoc":
-            return f"adhoc/{self.run_id}/{name}"
-        if (self.kind == "daily" or (self.kind == "drill" and name.startswith("drills/"))
-                or (self.kind == "acceptance" and name == "acceptance.json")):
-            return name
-        return f"{self.kind}/{name}"
+        from opsproof.evidence.daypack import kind_artifact_name
+
+        return kind_artifact_name(self.kind, self.run_id, name)
 
     def entry(self, nodeid: str, ctl: dict) -> dict:
         """This run's result entry for a control (created on first sight)."""
@@ -90,23 +85,18 @@ def control_of(item) -> dict | None:
         return None
     cid = marker.args[0] if marker.args else marker.kwargs.get("id")
     st = state_of(item.config)
-    row = st.catalog.get(cid) if (st is not None and st.catalog is not None and cid) else None
+    row = st.catalog.controls.get(cid) if (st is not None and st.catalog is not None and cid) else None
     kind = ("drill" if item.get_closest_marker("drill") else
             "acceptance" if item.get_closest_marker("acceptance") else "check")
-    if row is not None:
-        return {"id": cid, "title": row.title, "severity": row.severity, "frameworks": _frameworks(row),
-                "area": row.area, "kind": kind, "nodeid": item.nodeid}
-    kw = dict(marker.kwargs)
-    area = next((a for a in AREAS if item.get_closest_marker(a)), None) or (kind if kind != "check" else None)
-    return {"id": cid, "title": kw.get("title", item.name), "severity": kw.get("severity", "medium"),
-            "frameworks": kw.get("frameworks", {}), "area": area, "kind": kind, "nodeid": item.nodeid}
+    if row is None:  # collection refuses ids the catalog does not know; this is a run without a suite state
+        return {"id": cid, "title": item.name, "severity": "medium", "frameworks": {}, "area": None, "kind": kind,
+                "nodeid": item.nodeid}
+    return {"id": cid, "title": row.title, "severity": row.severity, "frameworks": _frameworks(row),
+            "area": row.area, "kind": kind, "nodeid": item.nodeid}
 
 
 def _frameworks(row) -> dict[str, list[str]]:
-    fw = row.frameworks
-    if hasattr(fw, "model_dump"):
-        fw = fw.model_dump()
-    return {k: list(v) for k, v in dict(fw).items() if v}
+    return {k: list(v) for k, v in row.frameworks.as_dict().items() if v}
 
 
 class SuiteRun:
@@ -126,7 +116,7 @@ class SuiteRun:
             if in_suite and marker is None:
                 raise pytest.UsageError(f"{item.nodeid}: every check needs @pytest.mark.control(\"<ID>\")")
             cid = (marker.args[0] if marker.args else marker.kwargs.get("id")) if marker else None
-            if marker is not None and st.catalog is not None and st.catalog.get(cid) is None:
+            if marker is not None and st.catalog is not None and cid not in st.catalog:
                 unknown.append(f"{cid} ({item.nodeid})")
         if unknown:
             raise pytest.UsageError(f"control id(s) not in the catalog {st.options.catalog.name}: "
@@ -166,6 +156,12 @@ class SuiteRun:
             # cannot measure: one clear line, verdict "error" (never a pass, never a skip, never waived)
             report.longrepr = f"CANNOT MEASURE: {call.excinfo.value}"
             report.user_properties.append(("opsproof_error", str(call.excinfo.value)))
+            return
+        if (call.excinfo is not None and report.failed
+                and not call.excinfo.errisinstance((AssertionError, pytest.fail.Exception))):
+            # the check crashed (a bug, a driver error): it measured nothing -- an error, never a fail or a pass
+            v = call.excinfo.value
+            report.user_properties.append(("opsproof_error", f"check crashed: {type(v).__name__}: {v}"[:500]))
             return
         if call.when == "call" and report.failed and self.st.waivers is not None:
             ctl = control_of(item)

@@ -13,7 +13,8 @@ import pytest
 
 from drill_helpers import LEASE_S, REPO, DrillHome
 
-from opsproof.levers import overrides, steady_state  # noqa: E402
+from opsproof.levers import overrides  # noqa: E402
+from opsproof.measure import steady_state  # noqa: E402
 from opsproof.policy import load as load_policy  # noqa: E402
 from opsproof.stack.manager import Stack  # noqa: E402
 

@@ -28,7 +28,8 @@ from pathlib import Path
 import pytest
 from drill_helpers import LEASE_S, REPO, DrillRun, active_override, audit_actions, effective, unreleased, wait_for
 
-from opsproof.levers import overrides, replica, steady_state
+from opsproof.levers import overrides, replica
+from opsproof.measure import steady_state
 from opsproof.plane.supervisor import Supervisor
 
 DRILLS = ("kill_switch", "region_wobble", "replay_rails", "idempotency")

@@ -20,7 +20,8 @@ import psycopg
 import pytest
 from drill_helpers import REPO, audit_actions, effective, wait_for
 
-from opsproof.levers import overrides, replica, steady_state
+from opsproof.levers import overrides, replica
+from opsproof.measure import steady_state
 from opsproof.levers.common import LeverError
 from opsproof.levers.lease import LeaseRenewer, renew_interval
 from opsproof.levers.drill_lock import DrillLock, DrillLockBusy

@@ -1,5 +1,6 @@
-"""The operational cadence against the embedded stack: each task changes what it says and nothing else;
-the run goes on past a failing task; records land in today's pack (verifiable); restore test RPO/RTO."""
+"""The operational cadence against the embedded stack: maintenance and rehearsals change what they say and nothing
+else; the run goes on past a failing task (fail vs error); entries land in today's pack through the one pack writer
+(verifiable, other kinds' files kept); restore test RPO/RTO; key rotation through the ingest over HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import date
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import psycopg
 import pytest
 
 from opsproof import policy as policy_mod
-from opsproof.evidence.pack import PackWriter
+from opsproof.evidence import daypack
 from opsproof.evidence.verify import verify_pack
 from opsproof.levers import cadence
 from opsproof.levers import incident as inc
@@ -35,10 +38,36 @@ def ctx(stack, pol, tmp_path):
                                    ("dlq@", "OPSPROOF_KEY_DLQ"), ("ci@", "OPSPROOF_KEY_CI"), ("n8n@", "OPSPROOF_KEY_N8N"),
                                    ("system@", "OPSPROOF_KEY_SYSTEM")) if k in env}
     return cadence.CadenceContext(dsn=stack.admin_dsn(), policy=pol, target="embedded", project_dir=REPO,
-                                  scratch_dsn=stack.admin_dsn(), backups_dir=stack.backups, keys=keys,
-                                  secrets=sorted(v for k, v in env.items() if k.endswith(("PASSWORD", "SECRET", "_KEY"))
-                                                 or k.startswith("OPSPROOF_KEY_")),
-                                  scan_paths=[tmp_path / "scan"])
+                                  scratch_dsn=stack.admin_dsn(), backups_dir=stack.backups, keys=keys)
+
+
+@pytest.fixture
+def secrets(stack):
+    env = stack.env()
+    return sorted(v for k, v in env.items() if k.endswith(("PASSWORD", "SECRET", "_KEY")) or k.startswith("OPSPROOF_KEY_"))
+
+
+@pytest.fixture
+def ingest_url(stack, ctx):
+    """The real ingest app (the reference plane's), served over HTTP with the deployed n8n@ key."""
+    import uvicorn
+
+    from opsproof.plane.ingest import make_app
+    from opsproof.plane.settings import PlaneSettings
+
+    settings = PlaneSettings(SUPABASE_DB_URL=stack.admin_dsn(), N8N_SIGNING_KEY=ctx.keys["n8n@"])
+    server = uvicorn.Server(uvicorn.Config(make_app(settings), host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)  # uvicorn offers no started event
+    assert server.started, "ingest did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(30)
 
 
 @pytest.fixture
@@ -95,47 +124,33 @@ def test_partition_rotation_creates_ahead_and_drops_beyond_retention(ctx, db):
     assert cadence.partition_rotation(ctx)["created"]["requests"] == 0  # idempotent
 
 
-def test_backup_freshness_passes_then_replaces_a_stale_backup(ctx, db):
-    rec = cadence.backup_freshness(ctx)
-    assert rec["ok"] and not rec["taken_now"] and rec.get("sha256_ok"), rec
+def test_backup_refresh_takes_a_backup_only_when_stale(ctx, db):
+    rec = cadence.backup_refresh(ctx)
+    assert rec["ok"] and not rec["taken_now"], rec
     n = db.execute("select count(*) from ops.backups").fetchone()[0]
     saved = db.execute("select id, taken_at from ops.backups").fetchall()
     db.execute("update ops.backups set taken_at = taken_at - interval '40 hours'")
     try:
-        rec = cadence.backup_freshness(ctx)
-        assert rec["ok"] and rec["taken_now"] and rec["age_h"] < 1, rec
+        rec = cadence.backup_refresh(ctx)
+        assert rec["ok"] and rec["taken_now"] and rec["previous_age_h"] > 40, rec
         assert db.execute("select count(*) from ops.backups").fetchone()[0] == n + 1
+        assert db.execute("select count(*) from ops.audit_log where action = 'cadence.backup_refresh' and run_id = %s",
+                          (ctx.run_id,)).fetchone()[0] == 1
     finally:
         for bid, at in saved:
             db.execute("update ops.backups set taken_at = %s where id = %s", (at, bid))
 
 
-def test_backup_freshness_fails_on_a_hosted_target_with_a_stale_backup(ctx, db):
-    ctx.target = "env"
-    saved = db.execute("select id, taken_at from ops.backups").fetchall()
-    db.execute("update ops.backups set taken_at = taken_at - interval '40 hours'")
-    try:
-        rec = cadence.backup_freshness(ctx)
-        assert not rec["ok"] and "h old" in rec["summary"]
-    finally:
-        for bid, at in saved:
-            db.execute("update ops.backups set taken_at = %s where id = %s", (at, bid))
-
-
-def test_budget_drift_reports_configured_policy_observed(ctx, db):
-    rec = cadence.budget_drift(ctx)
-    assert rec["ok"], rec
-    assert {b["budget"] for b in rec["budgets"]} == {"agent.concurrency", "replay.batch_items", "replay.max_bytes",
-                                                    "replay.fail_rate_pct"}
-    before = md5(db, "select * from ops.budgets")
-    row = db.execute("select value, updated_at, updated_by from ops.budgets where key = 'agent.concurrency'").fetchone()
-    db.execute("update ops.budgets set value = 500 where key = 'agent.concurrency'")
-    try:
-        rec = cadence.budget_drift(ctx)
-        assert not rec["ok"] and any("agent.concurrency: configured 500 above policy 150" in d for d in rec["drift"])
-    finally:
-        db.execute("update ops.budgets set value = %s, updated_at = %s, updated_by = %s where key = 'agent.concurrency'", row)
-    assert md5(db, "select * from ops.budgets") == before
+def test_no_review_is_left_in_the_cadence():
+    """The reviews are checks now (CAD-001, BUD-*, SEC-003, CAD-005, CAD-006, SLO-001..003 at 30d)."""
+    assert set(cadence.TASKS) == {"ttl_cleanup", "partition_rotation", "backup_refresh", "known_good_snapshot",
+                                  "key_rotation", "restore_test", "static_scan"}
+    assert cadence.SCHEDULES["weekly"] == ("static_scan",)  # a scan (SARIF for SEC-007), not a verdict
+    assert cadence.tasks_of("daily", "env") == ["ttl_cleanup", "partition_rotation", "known_good_snapshot"]
+    assert cadence.SUITE_RUNS["weekly"] == (("weekly", ("--opsproof-window=7d",)), ("drill", ()))
+    assert cadence.SUITE_RUNS["monthly"] == (("monthly", ("--opsproof-window=30d",)),)
+    src = Path(cadence.__file__).read_text()
+    assert "opsproof.plane" not in src and "psycopg.connect" not in src and "ops.audit(" not in src
 
 
 def test_known_good_snapshot_only_when_on_policy(ctx, db):
@@ -155,63 +170,29 @@ def test_known_good_snapshot_only_when_on_policy(ctx, db):
     assert db.execute("select count(*) from ops.flag_snapshots").fetchone()[0] == n + 1
 
 
-# -- weekly ------------------------------------------------------------------------------------------
+# -- rehearsals --------------------------------------------------------------------------------------
 
-def test_dr_drill_records_pass_and_fail(ctx, tmp_path):
-    (tmp_path / "test_ok.py").write_text("def test_drill_ok():\n    assert True\n")
-    (tmp_path / "test_bad.py").write_text("def test_drill_bad():\n    assert False\n")
-    ctx.project_dir = tmp_path
-    ctx.drill_args = [str(tmp_path / "test_ok.py"), "-p", "no:opsproof"]
-    rec = cadence.dr_drill(ctx)
-    assert rec["ok"] and rec["tests"] == 1, rec
-    ctx.drill_args = [str(tmp_path), "-p", "no:opsproof"]
-    rec = cadence.dr_drill(ctx)
-    assert not rec["ok"] and rec["failures"] == 1 and "test_drill_bad" in rec["failed"][0], rec
-
-
-def test_portal_audit_matches_the_role_matrix(ctx):
-    rec = cadence.portal_audit(ctx)
-    assert rec["ok"] and rec["cells"] == 160, rec
-
-
-def test_canary_sanity_flags_an_overridden_canary(ctx, db):
-    assert cadence.canary_sanity(ctx)["ok"]
-    oid = db.execute("""insert into ops.flag_overrides (key, value, owner, run_id, reason, expires_at)
-                        values ('canary.rollout_percentage', '"RAMP_50"', 'test', 'test', 'test',
-                                now() + interval '1 minute') returning id""").fetchone()[0]
-    try:
-        rec = cadence.canary_sanity(ctx)
-        assert not rec["ok"] and "canary.rollout_percentage" in rec["summary"]
-    finally:
-        db.execute("delete from ops.flag_overrides where id = %s", (oid,))
-
-
-def test_secrets_scan_names_the_file_never_the_secret(ctx, tmp_path):
-    scan = tmp_path / "scan"
-    (scan / "logs").mkdir(parents=True)
-    (scan / "logs" / "clean.log").write_text("nothing to see\n")
-    assert cadence.secrets_scan(ctx)["ok"]
-    secret = ctx.secrets[0]
-    (scan / "logs" / "leaky.log").write_text(f"connecting with {secret}\n")
-    rec = cadence.secrets_scan(ctx)
-    assert not rec["ok"] and rec["files_with_secrets"] == ["scan/logs/leaky.log"]
-    assert secret not in json.dumps(rec)
-
-
-# -- monthly -----------------------------------------------------------------------------------------
-
-def test_key_rotation_rehearsal_proves_new_accepted_old_refused_and_changes_nothing(ctx, db):
+def test_key_rotation_rehearsal_through_the_ingest_over_http_changes_nothing(ctx, db, ingest_url):
+    ctx.ingest_url = ingest_url
     accounts = md5(db, "select * from ops.service_accounts")
     events = db.execute("select count(*) from ops.ingest_events").fetchone()[0]
     rec = cadence.key_rotation_rehearsal(ctx)
     assert rec["ok"], rec
     n8n = rec["accounts"]["n8n@"]
-    assert n8n["ingest_status"] == {"new": 201, "old": 401} and n8n["registered_matches_deployed"]
+    assert n8n["ingest_status"] == {"rehearsal": 401, "deployed": 201} and n8n["registered_matches_deployed"]
     assert len(rec["accounts"]) == 6 and all(a["new_fingerprint"].startswith("sha256:") for a in rec["accounts"].values())
     assert all(a["new_fingerprint"] != a["old_fingerprint"] for a in rec["accounts"].values())
+    assert all(r["verdict"] == "pass" for r in rec["records"]) and len(rec["records"]) == 8
     assert md5(db, "select * from ops.service_accounts") == accounts
     assert db.execute("select count(*) from ops.ingest_events").fetchone()[0] == events
     assert not any(k in json.dumps(rec) for k in ctx.keys.values())
+
+
+def test_key_rotation_without_a_reachable_ingest_is_an_error_not_a_pass(ctx, monkeypatch):
+    ctx.ingest_url = "http://127.0.0.1:9"  # discard port: nothing listens
+    monkeypatch.setattr(cadence, "SCHEDULES", {**cadence.SCHEDULES, "monthly": ("key_rotation",)})
+    [entry] = cadence.run(ctx, "monthly", log=lambda m: None)
+    assert entry["verdict"] == "error" and "not reachable" in entry["message"], entry
 
 
 def test_restore_test_reports_plausible_rpo_rto(ctx, db):
@@ -219,65 +200,74 @@ def test_restore_test_reports_plausible_rpo_rto(ctx, db):
     assert rec["ok"], {k: rec.get(k) for k in ("summary", "mismatched", "pg_restore_errors")}
     assert 0 < rec["rto_s"] < 300 and 0 < rec["rpo_s"] < 300, rec
     assert rec["tables"] > 20 and rec["rows"] > 1000
-    assert rec["scratch_dropped"]
+    assert rec["scratch_dropped"] and [r["verdict"] for r in rec["records"]] == ["pass"] * 3
     assert db.execute("select count(*) from pg_database where datname like 'opsproof_restore_%'").fetchone()[0] == 0
     print(f"\nrestore test: {rec['tables']} tables, {rec['rows']} rows, dump {rec['dump_bytes']} B in {rec['dump_s']}s; "
           f"RTO {rec['rto_s']}s, RPO {rec['rpo_s']}s")
 
 
-def test_cost_slo_review_summarises_30_days(ctx):
-    """The test stack holds 3 days of history: the 27 unprobed days are not uptime (no false green)."""
-    rec = cadence.cost_slo_review(ctx)
-    slo = rec["measurements"]["slo"]
-    assert slo["requests"] > 0 and rec["cost"]["database_bytes"] > 0
-    assert slo["uptime_pct"] < 15, slo
-    assert not rec["ok"] and [f for f in rec["findings"] if f.startswith("uptime ")] == rec["findings"], rec["findings"]
+def test_cost_review_is_an_artifact_with_its_query(ctx):
+    art = cadence.cost_review(ctx)
+    assert art["database_bytes"] > 0 and "ops.requests" in art["largest_tables"]
+    assert "pg_database_size" in art["query"] and "verdict" not in art
 
 
 # -- the run, the pack, the CLI -------------------------------------------------------------------
 
-def test_run_goes_on_past_a_failing_task_and_audits_each(ctx, db, monkeypatch):
+def test_run_fail_vs_error_goes_on_and_audits_each(ctx, db, monkeypatch):
     def boom(c):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(cadence, "SCHEDULES", {**cadence.SCHEDULES, "daily": (
-        ("boom", boom), ("budget_drift", cadence.budget_drift))})
-    recs = cadence.run(ctx, "daily", log=lambda m: None)
-    assert [(r["task"], r["ok"]) for r in recs] == [("boom", False), ("budget_drift", True)]
-    assert "disk on fire" in recs[0]["summary"]
+    def wrong(c):
+        raise cadence.TaskFailed("restored copy differs")
+
+    monkeypatch.setattr(cadence, "TASKS", {**cadence.TASKS, "boom": (boom, "maintenance", "Boom", True),
+                                           "wrong": (wrong, "rehearsal", "Wrong", True)})
+    monkeypatch.setattr(cadence, "SCHEDULES", {**cadence.SCHEDULES, "daily": ("boom", "wrong", "partition_rotation")})
+    entries = cadence.run(ctx, "daily", log=lambda m: None)
+    assert [(e["task"], e["kind"], e["verdict"]) for e in entries] == [
+        ("boom", "maintenance", "error"), ("wrong", "rehearsal", "fail"), ("partition_rotation", "maintenance", "pass")]
+    assert "disk on fire" in entries[0]["message"] and entries[2]["records"]
     acts = [r[0] for r in db.execute("select action from ops.audit_log where run_id = %s order by id", (ctx.run_id,))]
-    assert acts == ["cadence.boom", "cadence.budget_drift"]
+    assert acts == ["cadence.boom", "cadence.wrong", "cadence.partition_rotation.rotate", "cadence.partition_rotation"]
+    doc = cadence.journal("daily", ctx.run_id, entries, date.today())  # the shared journal shape
+    assert doc["verdict"] == "RED" and doc["summary"] == {"pass": 1, "fail": 1, "error": 1, "skipped": 0}
 
 
-def test_amend_keeps_todays_files_and_verifies(tmp_path, ctx):
+def test_write_pack_keeps_other_kinds_files_and_refuses_a_tampered_pack(tmp_path, ctx, secrets):
     root = tmp_path / "evidence"
-    with PackWriter(root, date.today()) as pack:
-        pack.add_json("results.json", {"suite": "daily", "green": True})
-        pack.commit({"suite": "daily", "target": "embedded"})
-    recs = [{"task": "budget_drift", "ok": True, "summary": "fine"}]
-    path = cadence.amend_today_pack(root, recs, {"by": "test"}, ctx.secrets)
+    daily = daypack.open_day(root, None, "daily", "daily1")
+    daily.add_json("results.json", {"suite": "daily", "green": True})
+    daily.commit({"suite": "daily", "target": "embedded", "green": True})
+    entries = cadence.run(ctx, "daily", only=["partition_rotation"], log=lambda m: None)
+    path = cadence.write_pack(root, "daily", ctx.run_id, entries, {"by": "test", "target": "embedded"}, secrets)
     assert verify_pack(path)
     assert json.loads((path / "results.json").read_text())["green"] is True
-    assert json.loads((path / "cadence" / "budget_drift.json").read_text())["summary"] == "fine"
-    manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["metadata"]["suite"] == "daily" and manifest["metadata"]["amendments"][0]["by"] == "test"
-    # a tampered pack is not re-sealed
-    (path / "results.json").write_text('{"green": true, "forged": 1}')
+    assert json.loads((path / "cadence/daily/partition_rotation.json").read_text())["verdict"] == "pass"
+    journal = json.loads((path / "cadence/daily/results.json").read_text())
+    assert journal["suite"] == "cadence-daily" and journal["controls"][0]["kind"] == "maintenance"
+    meta = json.loads((path / "manifest.json").read_text())["metadata"]
+    assert meta["suite"] == "daily" and meta["runs"]["cadence-daily"]["by"] == "test"
+    (path / "results.json").write_text('{"green": true, "forged": 1}')  # a tampered pack is not re-sealed
     with pytest.raises(Exception, match="does not verify"):
-        cadence.amend_today_pack(root, recs, {"by": "test"}, ctx.secrets)
-    # a record holding a secret is refused
-    (path / "results.json").unlink()
+        cadence.write_pack(root, "daily", ctx.run_id, entries, {"by": "test"}, secrets)
     import shutil
+
     shutil.rmtree(path)
+    leak = [{**entries[0], "message": secrets[0]}]  # an entry holding a secret is refused
     with pytest.raises(Exception, match="secret"):
-        cadence.amend_today_pack(root, [{"task": "x", "ok": True, "summary": ctx.secrets[0]}], {}, ctx.secrets)
+        cadence.write_pack(root, "daily", ctx.run_id, leak, {}, secrets)
 
 
-def test_cli_daily_writes_the_pack_and_bad_task_is_exit_2(stack, stack_home, tmp_path):
+def _cli_env(stack_home, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     (home / "stack").symlink_to(stack_home / "stack")
-    env = {**os.environ, "OPSPROOF_HOME": str(home), "OPSPROOF_PROJECT_DIR": str(REPO), "OPSPROOF_TARGET": "embedded"}
+    return {**os.environ, "OPSPROOF_HOME": str(home), "OPSPROOF_PROJECT_DIR": str(REPO), "OPSPROOF_TARGET": "embedded"}
+
+
+def test_cli_daily_writes_the_pack_and_bad_task_is_exit_2(stack, stack_home, tmp_path):
+    env = _cli_env(stack_home, tmp_path)
     root = tmp_path / "evidence"
     res = subprocess.run([OPSPROOF, "cadence", "daily", "--evidence-dir", str(root), "--json"], capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=180)
@@ -285,8 +275,57 @@ def test_cli_daily_writes_the_pack_and_bad_task_is_exit_2(stack, stack_home, tmp
     out = json.loads(res.stdout)
     pack = Path(out["pack"])
     assert verify_pack(pack)
-    assert sorted(p.name for p in (pack / "cadence").iterdir()) == sorted(
-        f"{n}.json" for n, _ in cadence.SCHEDULES["daily"])
+    assert sorted(p.name for p in (pack / "cadence" / "daily").iterdir()) == sorted(
+        ["results.json", *(f"{n}.json" for n in cadence.SCHEDULES["daily"])])
     res = subprocess.run([OPSPROOF, "cadence", "monthly", "--only", "nope", "--no-pack"], capture_output=True,
                          text=True, env=env, cwd=REPO, timeout=60)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_cli_weekly_schedules_the_weekly_checks_and_the_drills(stack, stack_home, tmp_path, monkeypatch):
+    """`opsproof cadence weekly` runs `pytest -m weekly` (7 days) and the drills through opsproof.runner, and records
+    what it started (not their verdicts: those are in the runs' own files)."""
+    from typer.testing import CliRunner
+
+    from opsproof import runner
+    from opsproof.levers.cadence_cli import app
+
+    calls = []
+
+    def fake_run_suite(kind, extra, with_plane=True):
+        calls.append((kind, [a for a in extra if a.startswith("--opsproof-")]))
+        return 0 if kind == "weekly" else 1
+
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    for k, v in _cli_env(stack_home, tmp_path).items():
+        monkeypatch.setenv(k, v)
+    root = tmp_path / "evidence"
+    res = CliRunner().invoke(app, ["weekly", "--evidence-dir", str(root), "--json"])
+    assert calls == [("weekly", ["--opsproof-window=7d"]), ("drill", [])]
+    assert res.exit_code == 1, res.output  # the drill run was not green: the cadence says so
+    out, _ = json.JSONDecoder().raw_decode(res.output[res.output.index("{"):])  # stderr follows the JSON
+    runs = json.loads((Path(out["pack"]) / "cadence/weekly/suite_runs.json").read_text())
+    assert [(r["run"], r["exit_code"]) for r in runs] == [("weekly", 0), ("drill", 1)]
+
+
+def test_weekly_reviews_are_checks_that_go_red(stack, stack_home, db, secrets, tmp_path):
+    """CAD-005 (canary) and CAD-006 (secrets in the evidence) run in `pytest -m weekly` with SEC-003 (the portal
+    audit); an overridden canary flag and a leaked secret turn exactly them red (the record names the file only)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from suite_runner import run_suite, verdicts
+
+    evidence_dir = tmp_path / "evidence"
+    (evidence_dir / "exports").mkdir(parents=True)
+    (evidence_dir / "exports" / "leak.log").write_text(f"connecting with {secrets[0]}\n")
+    oid = db.execute("""insert into ops.flag_overrides (key, value, owner, run_id, reason, expires_at)
+                        values ('canary.rollout_percentage', '"RAMP_50"', 'test', 'test', 'test',
+                                now() + interval '5 minutes') returning id""").fetchone()[0]
+    try:
+        proc, results = run_suite(stack_home, evidence_dir, "-m", "weekly", "checks/")
+    finally:
+        db.execute("delete from ops.flag_overrides where id = %s", (oid,))
+    assert results is not None and results["suite"] == "weekly", proc.stdout[-3000:] + proc.stderr[-2000:]
+    v = verdicts(results)
+    assert (v.get("CAD-005"), v.get("CAD-006"), v.get("SEC-003")) == ("fail", "fail", "pass"), v
+    cad6 = next(c for c in results["controls"] if c["id"] == "CAD-006")
+    assert "exports/leak.log" in json.dumps(cad6) and secrets[0] not in json.dumps(results)

@@ -28,9 +28,9 @@ def clean_up_forced_error(where, task_id: int, run_id: str) -> dict:
             alerts = conn.execute(
                 """update ops.alerts set resolved_at = now() where resolved_at is null
                      and (detail->>'task_id')::bigint = %s""", (task_id,)).rowcount
-            audit(conn, "acceptance.cleanup", f"ops.agent_tasks/{task_id}",
-                  "acceptance: forced-error task's DLQ entry discarded and alert resolved", run_id,
-                  {"dlq_discarded": dlq, "alerts_resolved": alerts})
+            audit(conn, action="acceptance.cleanup", target=f"ops.agent_tasks/{task_id}",
+                  reason="acceptance: forced-error task's DLQ entry discarded and alert resolved", run_id=run_id,
+                  detail={"dlq_discarded": dlq, "alerts_resolved": alerts})
     return {"dlq_discarded": dlq, "alerts_resolved": alerts}
 
 

@@ -1,4 +1,11 @@
-"""Shared plumbing of the levers: where a connection comes from, who is acting, and the audit write."""
+"""Shared plumbing of the levers: where a connection comes from, who is acting, and the audit write.
+
+The two doors every lever goes through:
+- `connect(dsn, ...)` / `connection(where, ...)`: the one connection factory (application_name, timeouts,
+  autocommit; `prepare_threshold=None` for a transaction pooler such as Supavisor/PgBouncer);
+- `audit(conn, action=..., target=..., reason=..., run_id=...)`: the one audited write (ops.audit), keyword
+  arguments only, refused on a target without the audit chain.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from opsproof.errors import OpsproofError
 
 AUDIT_SIGNATURE = "ops.audit(text,text,text,text,text,jsonb,uuid)"
 ACTOR = "opsproof"
+APP_NAME = "opsproof-levers"
+_UNSET: Any = object()
 
 
 class LeverError(OpsproofError):
@@ -25,16 +34,30 @@ def owner_tag(run_id: str) -> str:
     return f"opsproof:{run_id}@{socket.gethostname()}:{os.getpid()}"
 
 
+def connect(dsn: str, *, application_name: str = APP_NAME, connect_timeout: float = 10, autocommit: bool = True,
+            statement_timeout_ms: int | None = None, prepare_threshold: int | None = _UNSET) -> psycopg.Connection:
+    """The one way a lever opens a connection of its own (the caller closes it, or uses it as a context manager).
+
+    prepare_threshold=None disables server-side prepared statements (needed behind a transaction pooler)."""
+    kwargs: dict[str, Any] = {"autocommit": autocommit, "connect_timeout": max(1, int(connect_timeout)),
+                              "application_name": application_name}
+    if statement_timeout_ms is not None:
+        kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
+    if prepare_threshold is not _UNSET:
+        kwargs["prepare_threshold"] = prepare_threshold
+    return psycopg.connect(dsn, **kwargs)
+
+
 @contextmanager
-def connection(where: Any) -> Iterator[psycopg.Connection]:
-    """`where` is a psycopg Connection (used as is), an opsproof Target (a pooled connection) or a DSN."""
+def connection(where: Any, **connect_kw: Any) -> Iterator[psycopg.Connection]:
+    """`where` is a psycopg Connection (used as is), an opsproof Target (a pooled connection) or a DSN
+    (a new connection from `connect(where, **connect_kw)`, closed on the way out)."""
     if isinstance(where, psycopg.Connection):
         with nullcontext(where) as conn:
             yield conn
         return
     if isinstance(where, str):
-        with psycopg.connect(where, autocommit=True, connect_timeout=10,
-                             application_name="opsproof-levers") as conn:
+        with connect(where, **connect_kw) as conn:
             yield conn
         return
     if hasattr(where, "connection"):
@@ -52,10 +75,21 @@ def require_audit(conn: psycopg.Connection) -> None:
                          "audit row (apply supabase/migrations, 20261125000300_audit_chain.sql)")
 
 
-def audit(conn: psycopg.Connection, action: str, target: str, reason: str, run_id: str,
-          detail: dict | None = None, actor: str = ACTOR) -> int:
-    """One row in the audit chain; returns its id. Call inside the same transaction as the write."""
-    require_audit(conn)
-    row = conn.execute("select ops.audit(%s, %s, %s, %s, %s, %s)",
-                       (actor, action, target, reason, run_id, Jsonb(detail or {}))).fetchone()
+def audit(conn: psycopg.Connection, *, action: str, target: str, reason: str, run_id: str,
+          detail: dict | None = None, actor: str = ACTOR, incident_id: str | None = None,
+          checked: bool = False) -> int:
+    """One row in the audit chain; returns its id. Call inside the same transaction as the write.
+
+    incident_id ties the row to an ops.incidents row; checked=True skips the contract check (the caller has
+    already called require_audit on this connection)."""
+    if not checked:
+        require_audit(conn)
+    row = conn.execute("select ops.audit(%s, %s, %s, %s, %s, %s, %s::uuid)",
+                       (actor, action, target, reason, run_id, Jsonb(detail or {}), incident_id)).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def db_now(conn: psycopg.Connection, *, plus_s: float = 0.0):
+    """The database's clock (now(): the transaction's start), optionally plus some seconds: lease expiries are
+    computed on the target's clock, never the runner's."""
+    return conn.execute("select now() + make_interval(secs => %s::float8)", (float(plus_s),)).fetchone()[0]

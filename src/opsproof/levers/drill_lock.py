@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from opsproof.levers.common import LeverError, audit, owner_tag, require_audit
+from opsproof.levers.common import LeverError, audit, connect, owner_tag, require_audit
 
 # pg_try_advisory_lock(int4, int4): classid/objid in pg_locks, objsubid = 2
 LOCK_CLASS = 0x0D5F  # "opsproof"
@@ -95,7 +95,7 @@ class DrillLock:
         return out
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 0.5) -> "DrillLock":
-        conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10, application_name=self.app_name)
+        conn = connect(self.dsn, application_name=self.app_name)
         try:
             require_audit(conn)
             t0 = time.monotonic()
@@ -111,7 +111,8 @@ class DrillLock:
             self.info = {"owner": self.owner, "run_id": self.run_id, "host": socket.gethostname(),
                          "pid": os.getpid(), "backend_pid": conn.info.backend_pid,
                          "waited_s": round(time.monotonic() - t0, 3), "attempts": self.attempts}
-            audit(conn, "drill.lock.acquire", "drills", "drill run started", self.run_id, self.info)
+            audit(conn, action="drill.lock.acquire", target="drills", reason="drill run started", run_id=self.run_id,
+                  detail=self.info, checked=True)
         except BaseException:
             conn.close()
             raise
@@ -124,8 +125,8 @@ class DrillLock:
             return
         try:
             held_s = round(time.monotonic() - (self.acquired_at or time.monotonic()), 3)
-            audit(conn, "drill.lock.release", "drills", "drill run finished", self.run_id,
-                  {"owner": self.owner, "held_s": held_s})
+            audit(conn, action="drill.lock.release", target="drills", reason="drill run finished", run_id=self.run_id,
+                  detail={"owner": self.owner, "held_s": held_s})
             conn.execute("select pg_advisory_unlock(%s, %s)", (LOCK_CLASS, LOCK_OBJ))
         except psycopg.Error:
             pass  # closing the session releases the lock anyway

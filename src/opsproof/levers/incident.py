@@ -31,7 +31,10 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from opsproof.alerting import slack_payload
 from opsproof.errors import OpsproofError, UsageError
+from opsproof.levers.common import AUDIT_SIGNATURE, audit, connect
+from opsproof.measure.flags import read_budget, read_flags
 
 LEVELS = ("critical", "high", "medium", "low")
 TYPES = ("emergency_stop", "soft_degrade", "rollback", "system_failure", "performance_degradation",
@@ -153,22 +156,20 @@ def context_from_settings(settings, policy, **overrides) -> Context:
 # -- database helpers ------------------------------------------------------------------------------
 
 def _connect(dsn: str) -> psycopg.Connection:
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=10, application_name="opsproof-incident")
+    return connect(dsn, application_name="opsproof-incident")
 
 
-def _audit(conn, action: str, target: str, reason: str, incident_id: str, detail: dict | None = None,
-           actor: str = ACTOR) -> int:
-    row = conn.execute("select ops.audit(%s, %s, %s, %s, %s, %s, %s::uuid)",
-                       (actor, action, target, reason, f"incident-{incident_id}", Jsonb(detail or {}),
-                        incident_id)).fetchone()
-    return int(row[0])
+def _by(incident_id: str, actor: str = ACTOR) -> dict:
+    """The audit fields every incident row carries (common.audit keywords): the incident's run id and id, the
+    actor; the contract was checked once per connection (_require_contract)."""
+    return {"run_id": f"incident-{incident_id}", "incident_id": incident_id, "actor": actor, "checked": True}
 
 
 def _require_contract(conn) -> None:
     missing = [n for n, ok in conn.execute(
         """select n, to_regclass(n) is not null from unnest(array['ops.incidents', 'ops.feature_flags', 'ops.budgets',
            'ops.flag_snapshots']) n""").fetchall() if not ok]
-    if conn.execute("select to_regprocedure('ops.audit(text,text,text,text,text,jsonb,uuid)')").fetchone()[0] is None:
+    if conn.execute("select to_regprocedure(%s)", (AUDIT_SIGNATURE,)).fetchone()[0] is None:
         missing.append("ops.audit(...)")
     if missing:
         raise OpsproofError(f"incident: contract missing on the target: {', '.join(missing)} (apply supabase/migrations)")
@@ -208,9 +209,9 @@ def take_snapshot(dsn: str, reason: str, *, known_good: bool = True, taken_by: s
                 """insert into ops.flag_snapshots (taken_by, reason, known_good, flags, budgets)
                    values (%s, %s, %s, %s, %s) returning id, taken_at""",
                 (taken_by, reason, known_good, Jsonb(flags), Jsonb(budgets))).fetchone()
-            conn.execute("select ops.audit(%s, 'flags.snapshot', 'ops.flag_snapshots', %s, %s, %s)",
-                         (taken_by, reason, f"snapshot-{sid}", Jsonb({"snapshot_id": sid, "known_good": known_good,
-                                                                        "flags": len(flags), "budgets": len(budgets)})))
+            audit(conn, action="flags.snapshot", target="ops.flag_snapshots", reason=reason, run_id=f"snapshot-{sid}",
+                  detail={"snapshot_id": sid, "known_good": known_good, "flags": len(flags), "budgets": len(budgets)},
+                  actor=taken_by, checked=True)
     return {"id": sid, "taken_at": at.isoformat(), "known_good": known_good, "flags": flags, "budgets": budgets}
 
 
@@ -227,7 +228,7 @@ def _set_flag(conn, iid: str, key: str, target: Any, changes: list, reason: str)
                        (key,)).fetchone()
     if row is None:
         changes.append({"kind": "flag", "key": key, "after": target, "missing": True})
-        _audit(conn, "incident.flag.missing", f"ops.feature_flags/{key}", "flag absent on the target", iid)
+        audit(conn, action="incident.flag.missing", target=f"ops.feature_flags/{key}", reason="flag absent on the target", **_by(iid))
         return
     value, updated_at, updated_by = row
     if value == target:
@@ -238,8 +239,7 @@ def _set_flag(conn, iid: str, key: str, target: Any, changes: list, reason: str)
         changes.append({"kind": "flag", "key": key, "before": value, "after": target,
                         "before_row": _row_meta(updated_at, updated_by), "writer": writer_tag(iid)})
         actor = "system@" if key == "autonomy.emergencyStop" else ACTOR
-        _audit(conn, "incident.flag.set", f"ops.feature_flags/{key}", reason, iid,
-               {"before": value, "after": target}, actor=actor)
+        audit(conn, action="incident.flag.set", target=f"ops.feature_flags/{key}", reason=reason, detail={"before": value, "after": target}, **_by(iid, actor=actor))
     # an active leased override with another value would mask the base write: release it (audited)
     for oid, ovalue, owner in conn.execute(
             """select id, value, owner from ops.flag_overrides
@@ -247,8 +247,7 @@ def _set_flag(conn, iid: str, key: str, target: Any, changes: list, reason: str)
             (key, Jsonb(target))).fetchall():
         conn.execute("update ops.flag_overrides set released_at = now() where id = %s", (oid,))
         changes.append({"kind": "override_released", "key": key, "id": oid, "value": ovalue, "owner": owner})
-        _audit(conn, "incident.override.release", f"ops.flag_overrides/{oid}",
-               "a leased override masked the incident's value", iid, {"key": key, "value": ovalue, "owner": owner})
+        audit(conn, action="incident.override.release", target=f"ops.flag_overrides/{oid}", reason="a leased override masked the incident's value", detail={"key": key, "value": ovalue, "owner": owner}, **_by(iid))
 
 
 def _set_budget(conn, iid: str, key: str, target: str, changes: list, reason: str, only_lower: bool = False) -> None:
@@ -256,7 +255,7 @@ def _set_budget(conn, iid: str, key: str, target: str, changes: list, reason: st
                        (key,)).fetchone()
     if row is None:
         changes.append({"kind": "budget", "key": key, "after": target, "missing": True})
-        _audit(conn, "incident.budget.missing", f"ops.budgets/{key}", "budget absent on the target", iid)
+        audit(conn, action="incident.budget.missing", target=f"ops.budgets/{key}", reason="budget absent on the target", **_by(iid))
         return
     value, updated_at, updated_by = row
     if Decimal(_num(value)) == Decimal(target) or (only_lower and Decimal(_num(value)) <= Decimal(target)):
@@ -266,7 +265,7 @@ def _set_budget(conn, iid: str, key: str, target: str, changes: list, reason: st
                  (target, writer_tag(iid), key))
     changes.append({"kind": "budget", "key": key, "before": _num(value), "after": target,
                     "before_row": _row_meta(updated_at, updated_by), "writer": writer_tag(iid)})
-    _audit(conn, "incident.budget.set", f"ops.budgets/{key}", reason, iid, {"before": _num(value), "after": target})
+    audit(conn, action="incident.budget.set", target=f"ops.budgets/{key}", reason=reason, detail={"before": _num(value), "after": target}, **_by(iid))
 
 
 def _apply(conn, iid: str, plan: str, req: IncidentRequest, ctx: Context) -> tuple[list, dict]:
@@ -299,7 +298,7 @@ def _apply(conn, iid: str, plan: str, req: IncidentRequest, ctx: Context) -> tup
                                                      "escalate_after_s": ctx.timeouts[req.level]}),
              req.trace_id)).fetchone()[0]
         changes.append({"kind": "alert", "id": aid})
-        _audit(conn, "incident.alert", f"ops.alerts/{aid}", reason, iid, {"severity": severity})
+        audit(conn, action="incident.alert", target=f"ops.alerts/{aid}", reason=reason, detail={"severity": severity}, **_by(iid))
     return changes, extra
 
 
@@ -307,8 +306,6 @@ def _apply(conn, iid: str, plan: str, req: IncidentRequest, ctx: Context) -> tup
 
 def expectations(conn, components: tuple[str, ...]) -> dict[str, dict]:
     """What each plane component's heartbeat must say, given the effective flags and budgets now."""
-    from opsproof.plane.common import read_budget, read_flags
-
     f = read_flags(conn)
     exp = {"plane.worker": {"halted": not f.agents_may_claim, "mode": f.mode,
                             "budget": int(read_budget(conn, "agent.concurrency", 0))},
@@ -432,15 +429,13 @@ def _verify(conn, iid: str, plan: str, req: IncidentRequest, ctx: Context, chang
                                   "trace_links": len(payload["trace_links"]), "ok": ok, **sent})
             if not ok:
                 out["problems"].append(f"self-heal hook not reached: {sent}")
-            _audit(conn, "incident.webhook", "self-heal-hook", "rollback posted", iid, {**sent, "audit_ids": audit_ids})
+            audit(conn, action="incident.webhook", target="self-heal-hook", reason="rollback posted", detail={**sent, "audit_ids": audit_ids}, **_by(iid))
     if plan == "monitor":
         alert = next(c["id"] for c in changes if c["kind"] == "alert")
         row = conn.execute("select resolved_at is null from ops.alerts where id = %s", (alert,)).fetchone()
         check = {"what": "alert raised", "alert_id": alert, "ok": bool(row and row[0])}
         if req.level == "medium":  # escalation: page on-call (Slack-format webhook)
             if ctx.alert_url:
-                from opsproof.plane.notifier import slack_payload
-
                 p = slack_payload(req.description[:200], severity=req.level, source="opsproof.incident",
                                   detail={"incident": iid, "type": req.type,
                                           "escalates after": f"{ctx.timeouts[req.level]:.0f}s"},
@@ -483,8 +478,7 @@ def handle(ctx: Context, req: IncidentRequest) -> dict:
                    values (%s, %s, %s, %s, %s, %s) returning opened_at""",
                 (iid, req.level, req.type, req.description, f"opsproof:{ctx.operator}",
                  Jsonb({"plan": plan, "source": req.source, "trace_id": req.trace_id}))).fetchone()[0]
-            _audit(conn, "incident.open", f"ops.incidents/{iid}", req.description[:500], iid,
-                   {"level": req.level, "type": req.type, "plan": plan})
+            audit(conn, action="incident.open", target=f"ops.incidents/{iid}", reason=req.description[:500], detail={"level": req.level, "type": req.type, "plan": plan}, **_by(iid))
             changes, extra = _apply(conn, iid, plan, req, ctx)
             conn.execute("update ops.incidents set changes = %s where id = %s", (Jsonb(changes), iid))
         since = conn.execute("select clock_timestamp()").fetchone()[0]
@@ -493,10 +487,8 @@ def handle(ctx: Context, req: IncidentRequest) -> dict:
         response = {"plan": plan, "source": req.source, "trace_id": req.trace_id, "applied_s": applied_s, **extra,
                     **ver}
         conn.execute("update ops.incidents set response = %s where id = %s", (Jsonb(response), iid))
-        _audit(conn, "incident.verify", f"ops.incidents/{iid}",
-               "verified" if ver["verified"] else "; ".join(ver["problems"])[:500], iid,
-               {"verified": ver["verified"], "time_to_effect_s": ver["time_to_effect_s"],
-                "timed_out": ver["timed_out"]})
+        audit(conn, action="incident.verify", target=f"ops.incidents/{iid}", reason="verified" if ver["verified"] else "; ".join(ver["problems"])[:500], detail={"verified": ver["verified"], "time_to_effect_s": ver["time_to_effect_s"],
+                "timed_out": ver["timed_out"]}, **_by(iid))
     doc = {"id": iid, "level": req.level, "type": req.type, "description": req.description, "status": "open",
            "opened_at": opened_at.isoformat(), "changes": changes, "response": response}
     return doc
@@ -566,9 +558,8 @@ def resume(ctx: Context, incident_id: str, *, force: bool = False) -> dict:
                     conn.execute("update ops.incidents set changes = %s where id = %s", (Jsonb(new), heir["id"]))
                     heir["changes"] = new
                     handed.append({"key": ch["key"], "to": str(heir["id"])})
-                    _audit(conn, "incident.handover", f"{'ops.feature_flags' if kind == 'flag' else 'ops.budgets'}/"
-                           f"{ch['key']}", f"still needed by open incident {heir['id']}", iid,
-                           {"to": str(heir["id"]), "value": ch["after"]})
+                    audit(conn, action="incident.handover", target=f"{'ops.feature_flags' if kind == 'flag' else 'ops.budgets'}/"
+                           f"{ch['key']}", reason=f"still needed by open incident {heir['id']}", detail={"to": str(heir["id"]), "value": ch["after"]}, **_by(iid))
                     continue
                 table = "ops.feature_flags" if kind == "flag" else "ops.budgets"
                 cast = "%s" if kind == "flag" else "%s::numeric"
@@ -577,8 +568,7 @@ def resume(ctx: Context, incident_id: str, *, force: bool = False) -> dict:
                              "where key = %s", (before, ch["before_row"]["updated_at"], ch["before_row"]["updated_by"],
                                                 ch["key"]))
                 restored.append({"kind": kind, "key": ch["key"], "value": ch["before"], "forced": not ours})
-                _audit(conn, f"incident.resume.{kind}.restore", f"{table}/{ch['key']}", "incident resumed", iid,
-                       {"restored": ch["before"], "was": _num(value) if kind == "budget" else value, "forced": not ours})
+                audit(conn, action=f"incident.resume.{kind}.restore", target=f"{table}/{ch['key']}", reason="incident resumed", detail={"restored": ch["before"], "was": _num(value) if kind == "budget" else value, "forced": not ours}, **_by(iid))
             if conflicts:
                 raise _Conflict(conflicts)  # aborts the transaction: nothing restored
             resume_doc = {"restored": restored, "handed_over": handed, "already_restored": already,
@@ -586,8 +576,7 @@ def resume(ctx: Context, incident_id: str, *, force: bool = False) -> dict:
             conn.execute("""update ops.incidents set status = 'resolved', resolved_at = now(),
                                    response = response || jsonb_build_object('resume', %s::jsonb) where id = %s""",
                          (Jsonb(resume_doc), iid))
-            _audit(conn, "incident.resolve", f"ops.incidents/{iid}", "resumed", iid,
-                   {"restored": len(restored), "handed_over": len(handed), "already_restored": len(already)})
+            audit(conn, action="incident.resolve", target=f"ops.incidents/{iid}", reason="resumed", detail={"restored": len(restored), "handed_over": len(handed), "already_restored": len(already)}, **_by(iid))
         since = conn.execute("select clock_timestamp()").fetchone()[0]
         ver: dict = {"verified": True, "problems": []}
         if restored and ctx.verify and inc["response"].get("plan") in ("emergency_stop", "soft_degrade", "rollback"):
@@ -598,9 +587,7 @@ def resume(ctx: Context, incident_id: str, *, force: bool = False) -> dict:
         resume_doc["verification"] = ver
         conn.execute("""update ops.incidents set response = jsonb_set(response, '{resume}', %s::jsonb) where id = %s""",
                      (Jsonb(resume_doc), iid))
-        _audit(conn, "incident.resume.verify", f"ops.incidents/{iid}",
-               "verified" if ver["verified"] else "; ".join(ver["problems"])[:500], iid,
-               {"verified": ver["verified"], "time_to_effect_s": ver["time_to_effect_s"]})
+        audit(conn, action="incident.resume.verify", target=f"ops.incidents/{iid}", reason="verified" if ver["verified"] else "; ".join(ver["problems"])[:500], detail={"verified": ver["verified"], "time_to_effect_s": ver["time_to_effect_s"]}, **_by(iid))
     return {"id": iid, "status": "resolved", **resume_doc}
 
 
@@ -616,9 +603,7 @@ def resume_or_report(ctx: Context, incident_id: str, *, force: bool = False) -> 
         return resume(ctx, incident_id, force=force)
     except _Conflict as exc:
         with _connect(ctx.dsn) as conn:
-            _audit(conn, "incident.resume.conflict", f"ops.incidents/{incident_id}",
-                   "values changed by someone else since the incident; nothing restored", str(uuid.UUID(incident_id)),
-                   {"conflicts": exc.conflicts})
+            audit(conn, action="incident.resume.conflict", target=f"ops.incidents/{incident_id}", reason="values changed by someone else since the incident; nothing restored", detail={"conflicts": exc.conflicts}, **_by(str(uuid.UUID(incident_id))))
         what = ", ".join(f"{c['key']} (now {json.dumps(c.get('now'))}, set by {c.get('changed_by')})"
                          for c in exc.conflicts)
         raise IncidentError(f"incident: not resumed, nothing restored: changed by someone else since: {what}; "

@@ -27,7 +27,7 @@ import time
 import psycopg
 
 from opsproof.levers import overrides, replica
-from opsproof.levers.common import LeverError
+from opsproof.levers.common import LeverError, connect
 
 log = logging.getLogger("opsproof.levers.lease")
 
@@ -92,8 +92,7 @@ class LeaseRenewer(threading.Thread):
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self._close()
-            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
-                                         application_name="opsproof-lease-renewer")
+            self._conn = connect(self.dsn, connect_timeout=5, application_name="opsproof-lease-renewer")
         return self._conn
 
     def _close(self) -> None:

@@ -34,8 +34,8 @@ def take_override(where, key: str, value: Any, owner: str, run_id: str, reason: 
                    values (%s, %s, %s, %s, %s, now() + make_interval(secs => %s::float8))
                    returning id, expires_at""",
                 (key, Jsonb(value), owner, run_id, reason, float(lease_s))).fetchone()
-            audit(conn, "flag.override.take", f"ops.feature_flags/{key}", reason, run_id,
-                  {"override_id": oid, "value": value, "base_value": base[0], "owner": owner,
+            audit(conn, action="flag.override.take", target=f"ops.feature_flags/{key}", reason=reason, run_id=run_id,
+                  detail={"override_id": oid, "value": value, "base_value": base[0], "owner": owner,
                    "lease_s": lease_s, "expires_at": expires.isoformat()})
     return int(oid)
 
@@ -52,8 +52,8 @@ def renew(where, ids: list[int], lease_s: float, run_id: str) -> list[int]:
                     returning id""", (float(lease_s), list(ids))).fetchall()
             renewed = sorted(r[0] for r in rows)
             if renewed:
-                audit(conn, "flag.override.renew", "ops.flag_overrides", "drill still running", run_id,
-                      {"override_ids": renewed, "lease_s": lease_s})
+                audit(conn, action="flag.override.renew", target="ops.flag_overrides", reason="drill still running",
+                      run_id=run_id, detail={"override_ids": renewed, "lease_s": lease_s})
     return renewed
 
 
@@ -68,8 +68,8 @@ def release(where, ids: list[int], run_id: str, reason: str = "drill finished") 
                     where id = any(%s::bigint[]) and released_at is null returning id, key""",
                 (list(ids),)).fetchall()
             if rows:
-                audit(conn, "flag.override.release", "ops.flag_overrides", reason, run_id,
-                      {"override_ids": sorted(r[0] for r in rows), "keys": sorted({r[1] for r in rows})})
+                audit(conn, action="flag.override.release", target="ops.flag_overrides", reason=reason,
+                      run_id=run_id, detail={"override_ids": sorted(r[0] for r in rows), "keys": sorted({r[1] for r in rows})})
     return sorted(r[0] for r in rows)
 
 
@@ -108,8 +108,8 @@ def release_stale(where, run_id: str = "levers-cli", reason: str = "lease expire
                         where released_at is null and expires_at <= now()
                         returning id, key, value, owner, run_id, expires_at""").fetchall()
             if rows:
-                audit(conn, "flag.override.release_stale", "ops.flag_overrides", reason, run_id,
-                      {"override_ids": [r["id"] for r in rows],
+                audit(conn, action="flag.override.release_stale", target="ops.flag_overrides", reason=reason,
+                      run_id=run_id, detail={"override_ids": [r["id"] for r in rows],
                        "owners": sorted({r["owner"] for r in rows}),
                        "runs": sorted({r["run_id"] for r in rows})})
     return rows

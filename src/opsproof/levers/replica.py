@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import psycopg
 
-from opsproof.levers.common import LeverError, audit, connection, require_audit
+from opsproof.levers.common import LeverError, audit, connect, connection, db_now, require_audit
 from opsproof.measure.replica_lease import LEASE_SQL, PAUSE_LOCK
 
 
 def _replica(dsn: str) -> psycopg.Connection:
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=5, application_name="opsproof-levers")
+    return connect(dsn, connect_timeout=5)
 
 
 def is_paused(replica_dsn: str) -> bool:
@@ -46,11 +46,9 @@ def pause_replay(primary, replica_dsn: str, run_id: str, owner: str, reason: str
         with _replica(replica_dsn) as r:
             if not r.execute("select pg_is_in_recovery()").fetchone()[0]:
                 raise LeverError("the replica DSN does not point at a standby (not in recovery)")
-        aid = conn.execute(
-            "select ops.audit('opsproof', 'replica.replay.pause', 'replica', %s, %s, "
-            "jsonb_build_object('owner', %s::text, 'lease_s', %s::float8, "
-            "'expires_at', now() + make_interval(secs => %s::float8)))",
-            (reason, run_id, owner, float(lease_s), float(lease_s))).fetchone()[0]
+        aid = audit(conn, action="replica.replay.pause", target="replica", reason=reason, run_id=run_id,
+                    detail={"owner": owner, "lease_s": float(lease_s),
+                            "expires_at": db_now(conn, plus_s=lease_s).isoformat()}, checked=True)
         with _replica(replica_dsn) as r:
             r.execute("select pg_wal_replay_pause()")
     return int(aid)
@@ -65,11 +63,9 @@ def renew_pause(where, pause_audit_id: int, lease_s: float, run_id: str) -> bool
             row = conn.execute(LEASE_SQL).fetchone()
             if row is None or row[0] != pause_audit_id or row[4] or row[3] is None or row[3] <= row[5]:
                 return False
-            conn.execute(
-                "select ops.audit('opsproof', 'replica.replay.renew', 'replica', 'drill still running', %s, "
-                "jsonb_build_object('pause_audit_id', %s::bigint, 'lease_s', %s::float8, "
-                "'expires_at', now() + make_interval(secs => %s::float8)))",
-                (run_id, pause_audit_id, float(lease_s), float(lease_s)))
+            audit(conn, action="replica.replay.renew", target="replica", reason="drill still running", run_id=run_id,
+                  detail={"pause_audit_id": int(pause_audit_id), "lease_s": float(lease_s),
+                          "expires_at": db_now(conn, plus_s=lease_s).isoformat()})
     return True
 
 
@@ -81,7 +77,8 @@ def resume_replay(primary, replica_dsn: str, run_id: str, reason: str = "drill f
         if paused:
             r.execute("select pg_wal_replay_resume()")
     with connection(primary) as conn:
-        audit(conn, "replica.replay.resume", "replica", reason, run_id, {"was_paused": bool(paused)})
+        audit(conn, action="replica.replay.resume", target="replica", reason=reason, run_id=run_id,
+              detail={"was_paused": bool(paused)})
     return bool(paused)
 
 
@@ -117,9 +114,9 @@ def release_stale_pause(primary, replica_dsn: str | None, run_id: str = "levers-
             return {**out, "resumed": False, "why": "replica not paused"}
         with _replica(replica_dsn) as r:
             r.execute("select pg_wal_replay_resume()")
-        audit(conn, "replica.replay.resume", "replica",
-              f"stale pause by {lease['owner']} (run {lease['run_id']}): lease expired", run_id,
-              {"pause_audit_id": lease["pause_audit_id"], "pause_run_id": lease["run_id"]})
+        audit(conn, action="replica.replay.resume", target="replica",
+              reason=f"stale pause by {lease['owner']} (run {lease['run_id']}): lease expired", run_id=run_id,
+              detail={"pause_audit_id": lease["pause_audit_id"], "pause_run_id": lease["run_id"]})
     return {**out, "resumed": True}
 
 
@@ -138,6 +135,7 @@ def release_run_pause(primary, replica_dsn: str | None, run: str) -> dict | None
             return {**out, "resumed": False, "why": "replica not paused"}
         with _replica(replica_dsn) as r:
             r.execute("select pg_wal_replay_resume()")
-        audit(conn, "replica.replay.resume", "replica", f"released by operator (release --run {run})", run,
-              {"pause_audit_id": lease["pause_audit_id"], "pause_run_id": run, "by": "levers-cli"})
+        audit(conn, action="replica.replay.resume", target="replica",
+              reason=f"released by operator (release --run {run})", run_id=run,
+              detail={"pause_audit_id": lease["pause_audit_id"], "pause_run_id": run, "by": "levers-cli"})
     return {**out, "resumed": True}

@@ -5,15 +5,9 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import psycopg
+from opsproof.levers.common import audit, connection
 
-from opsproof.target.db import Target
-
-
-def _audit(conn: psycopg.Connection, action: str, target: str, run_id: str) -> None:
-    if conn.execute("select to_regprocedure('ops.audit(text,text,text,text,text,jsonb,uuid)') is not null").fetchone()[0]:
-        conn.execute("select ops.audit(%s, %s, %s, %s, %s, '{}'::jsonb, null)",
-                     ("opsproof", action, target, "advisors positive control", run_id))
+REASON = "advisors positive control"
 
 
 def canary_name(run_id: str) -> str:
@@ -22,19 +16,19 @@ def canary_name(run_id: str) -> str:
 
 
 @contextmanager
-def advisor_canary(target: Target, run_id: str) -> Iterator[str]:
+def advisor_canary(where, run_id: str) -> Iterator[str]:
     """A table in `public` without RLS, granted like Supabase grants, that the advisors must report.
 
     Dropped on the way out whatever happens; the name carries the run id so a leftover is attributable.
     """
     name = canary_name(run_id)
-    with target.connection() as conn:
+    with connection(where) as conn, conn.transaction():
         conn.execute(f"create table if not exists {name} (id int)")
         conn.execute(f"grant select on {name} to anon, authenticated")
-        _audit(conn, "advisors.canary.create", name, run_id)
+        audit(conn, action="advisors.canary.create", target=name, reason=REASON, run_id=run_id)
     try:
         yield name
     finally:
-        with target.connection() as conn:
+        with connection(where) as conn, conn.transaction():
             conn.execute(f"drop table if exists {name}")
-            _audit(conn, "advisors.canary.drop", name, run_id)
+            audit(conn, action="advisors.canary.drop", target=name, reason=REASON, run_id=run_id)

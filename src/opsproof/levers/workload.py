@@ -20,8 +20,8 @@ def enqueue_tasks(where, n: int, kind: str, payload: dict, run_id: str, reason: 
             ids = [r[0] for r in conn.execute(
                 """insert into ops.agent_tasks (kind, payload) select %s, %s from generate_series(1, %s::int)
                    returning id""", (kind, Jsonb(body), n)).fetchall()]
-            audit(conn, "drill.workload.enqueue", "ops.agent_tasks", reason, run_id,
-                  {"count": len(ids), "kind": kind, "first_id": min(ids, default=None), "last_id": max(ids, default=None)})
+            audit(conn, action="drill.workload.enqueue", target="ops.agent_tasks", reason=reason, run_id=run_id,
+                  detail={"count": len(ids), "kind": kind, "first_id": min(ids, default=None), "last_id": max(ids, default=None)})
     return sorted(ids)
 
 
@@ -48,8 +48,8 @@ def insert_dlq(conn: psycopg.Connection, payloads: list[dict], run_id: str, reas
         ids.append(conn.execute(
             "insert into ops.dlq (task_id, payload, bytes, error) values (null, %s, 0, %s) returning id",
             (Jsonb(p), error)).fetchone()[0])
-    audit(conn, "drill.workload.dlq_insert", "ops.dlq", reason, run_id,
-          {"count": len(ids), "dlq_ids": ids[:100],
+    audit(conn, action="drill.workload.dlq_insert", target="ops.dlq", reason=reason, run_id=run_id,
+          detail={"count": len(ids), "dlq_ids": ids[:100],
            "bytes": conn.execute("select coalesce(sum(octet_length(payload::text)), 0) from ops.dlq "
                                  "where id = any(%s::bigint[])", (ids,)).fetchone()[0]})
     return ids
@@ -60,5 +60,6 @@ def discard_dlq(conn: psycopg.Connection, ids: list[int], run_id: str, reason: s
     n = conn.execute(
         """delete from ops.dlq where id = any(%s::bigint[]) and replayed_at is null and payload->>'drill' = %s""",
         (list(ids), run_id)).rowcount
-    audit(conn, "drill.workload.dlq_discard", "ops.dlq", reason, run_id, {"count": n, "dlq_ids": list(ids)[:100]})
+    audit(conn, action="drill.workload.dlq_discard", target="ops.dlq", reason=reason, run_id=run_id,
+          detail={"count": n, "dlq_ids": list(ids)[:100]})
     return n

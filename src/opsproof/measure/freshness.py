@@ -13,11 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from opsproof.measure.models import StreamFreshnessDoc, TelemetryFreshness
+from opsproof.measure.models import Measurement, StreamFreshnessDoc, TelemetryFreshness
+from opsproof.measure.ops import call
 from opsproof.recorder import MeasurementError
 from opsproof.target.db import Target
-
-QUERY = "select ops.telemetry_freshness(%s, %s)"
 
 # stream -> (table.column that puts a row in the window, what the stream is)
 STREAMS: dict[str, tuple[str, str]] = {
@@ -31,17 +30,17 @@ STREAMS: dict[str, tuple[str, str]] = {
 }
 
 
-def telemetry_freshness(target: Target, start: datetime, end: datetime) -> TelemetryFreshness:
-    raw = target.measure("ops.telemetry_freshness", start, end)
+def telemetry_freshness(target: Target, start: datetime, end: datetime) -> Measurement[TelemetryFreshness]:
+    m = call(target, "ops.telemetry_freshness", start, end)
     try:
-        doc = TelemetryFreshness.model_validate(raw)
+        doc = TelemetryFreshness.model_validate(m.result)
     except ValidationError as exc:
         raise MeasurementError(f"ops.telemetry_freshness returned an unexpected document: "
                                f"{exc.errors()[0]['loc']}") from None
     missing = sorted(set(STREAMS) - set(doc.streams))
     if missing:
         raise MeasurementError(f"ops.telemetry_freshness did not report {missing} (apply supabase/migrations)")
-    return doc
+    return Measurement(doc, m.statement, m.params, m.source)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,55 @@
-"""The documents the ops measurement functions return (extra keys are kept, missing keys are errors)."""
+"""What a measurement returns: a `Measurement` (the result with the query that actually ran), and the documents
+the ops measurement functions return (extra keys are kept, missing keys are errors)."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
+from psycopg import sql as _sql
 from pydantic import BaseModel, ConfigDict
+
+T = TypeVar("T")
+
+_PLACEHOLDER = re.compile(r"%%|%\((\w+)\)s|%s")
+
+
+def render(statement: str, params: Any = ()) -> str:
+    """The statement with its parameters rendered as SQL literals (what psql would run to get the same answer).
+
+    Rendering is for the evidence; the statement itself was executed with bound parameters."""
+    if not params:
+        return statement.replace("%%", "%")
+    seq = iter(params) if not isinstance(params, dict) else None
+
+    def lit(m: re.Match) -> str:
+        if m.group(0) == "%%":
+            return "%"
+        value = params[m.group(1)] if m.group(1) else next(seq)
+        return _sql.Literal(value).as_string(None)
+
+    return _PLACEHOLDER.sub(lit, statement)
+
+
+@dataclass(frozen=True)
+class Measurement(Generic[T]):
+    """One measurement: its result and exactly what produced it.
+
+    - `statement` + `params`: the text executed and its bound parameters (for SQL), or the command / request
+      made (for other sources, params empty);
+    - `source`: "sql", "management-api", "supabase-cli", ...;
+    - `query`: what a check records as evidence: the statement with its parameters rendered.
+    """
+
+    result: T
+    statement: str
+    params: tuple = ()
+    source: str = "sql"
+
+    @property
+    def query(self) -> str:
+        return render(self.statement, self.params) if self.source == "sql" else self.statement
 
 
 class _Doc(BaseModel):

@@ -723,21 +723,26 @@ def parse_role_matrix(path: Path) -> dict[tuple[str, str], bool]:
     return out
 
 
+FIRST_TENANT_SQL = "select id::text from public.tenants order by id limit 1"
+PORTAL_ACCESS_SQL = "select key, public.can_access_portal(key) from public.portals"  # as each role's JWT
+PORTAL_TABLES_SQL = "select relation, portal_key from public.portal_tables where scope = 'tenant'"
+
+
 def portal_access_as_roles(target: Target, roles: list[str]) -> dict[tuple[str, str], bool]:
     """Every (portal, role) cell as the database answers it for that role's JWT (can_access_portal)."""
     out: dict[tuple[str, str], bool] = {}
-    tenant = target.value("select id::text from public.tenants order by id limit 1")
+    tenant = target.value(FIRST_TENANT_SQL)
     for role in roles:
         with target.as_user(claims(tenant, role), role="authenticated") as conn:
-            for portal, allowed in conn.execute("select key, public.can_access_portal(key) from public.portals"):
+            for portal, allowed in conn.execute(PORTAL_ACCESS_SQL):
                 out[(portal, role)] = bool(allowed)
     return out
 
 
 def portal_table_reach(target: Target, roles: list[str]) -> dict[tuple[str, str], bool]:
     """(portal, role) -> does the role's JWT read > 0 rows of the portal's own tenant tables (the data path)."""
-    mapping = target.rows("select relation, portal_key from public.portal_tables where scope = 'tenant'")
-    tenant = target.value("select id::text from public.tenants order by id limit 1")
+    mapping = target.rows(PORTAL_TABLES_SQL)
+    tenant = target.value(FIRST_TENANT_SQL)
     out: dict[tuple[str, str], bool] = {}
     for role in roles:
         with target.as_user(claims(tenant, role), role="authenticated") as conn:

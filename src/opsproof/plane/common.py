@@ -10,10 +10,11 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from opsproof.measure.flags import Flags, _truthy, read_budget, read_flags  # noqa: F401 - the plane's names
 
 log = logging.getLogger("opsproof.plane")
 
@@ -22,45 +23,6 @@ CANARY_SAFE_KINDS = frozenset({"quote", "track", "notify"})
 
 def connect(dsn: str, *, autocommit: bool = True, timeout: float = 5.0, app: str = "opsproof-plane") -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=autocommit, connect_timeout=max(1, int(timeout)), application_name=app)
-
-
-@dataclass(frozen=True)
-class Flags:
-    emergency_stop: bool
-    autonomous_enabled: bool
-    mode: str
-    otel_enabled: bool
-    replay_enabled: bool
-    relay_enabled: bool
-
-    @property
-    def agents_may_claim(self) -> bool:
-        return not self.emergency_stop and self.autonomous_enabled
-
-
-def _truthy(v) -> bool:
-    if isinstance(v, str):
-        return v.strip().lower() in ("true", "1", "on", "yes")
-    return bool(v)
-
-
-def read_flags(conn: psycopg.Connection) -> Flags:
-    """The ONE way a flag is read: ops.effective_flags (leased overrides included, expired ones ignored).
-    A missing flag reads as its fail-safe value (stop on, features off)."""
-    rows = dict(conn.execute("select key, value from ops.effective_flags").fetchall())
-    return Flags(
-        emergency_stop=_truthy(rows.get("autonomy.emergencyStop", True)),
-        autonomous_enabled=_truthy(rows.get("agents.autonomousEnabled", False)),
-        mode=str(rows.get("autonomy.mode", "SAFE")).upper(),
-        otel_enabled=_truthy(rows.get("obs.otelEnabled", True)),
-        replay_enabled=_truthy(rows.get("dlq.replayEnabled", False)),
-        relay_enabled=_truthy(rows.get("outbox.relayEnabled", False)),
-    )
-
-
-def read_budget(conn: psycopg.Connection, key: str, default: float) -> float:
-    row = conn.execute("select value from ops.budgets where key = %s", (key,)).fetchone()
-    return float(row[0]) if row else default
 
 
 def heartbeat(conn: psycopg.Connection, component: str, detail: dict | None = None) -> None:

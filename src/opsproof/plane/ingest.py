@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import hmac
 import json
 import logging
 import time
@@ -45,39 +44,11 @@ from starlette.routing import Route
 
 from opsproof.plane import common
 from opsproof.plane.settings import PlaneSettings
+from opsproof.webhook_sig import sign, signed_headers, verify  # noqa: F401 (the one definition; re-exported)
 
 log = logging.getLogger("opsproof.plane.ingest")
 COMPONENT = "plane.ingest"
 LOAD_TOPIC = "load.upserted"
-
-
-def sign(key: bytes | str, timestamp: int | str, body: bytes | str) -> str:
-    """The n8n@ signature: hex HMAC-SHA256 over f"{timestamp}.{body}"."""
-    key = key.encode() if isinstance(key, str) else key
-    body = body.encode() if isinstance(body, str) else body
-    return hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def signed_headers(key: bytes | str, body: bytes | str, idempotency_key: str, timestamp: int | None = None) -> dict:
-    ts = int(time.time()) if timestamp is None else int(timestamp)
-    return {"X-Timestamp": str(ts), "X-Signature": sign(key, ts, body), "Idempotency-Key": idempotency_key,
-            "Content-Type": "application/json"}
-
-
-def verify(key: bytes, timestamp: str | None, signature: str | None, body: bytes, tolerance_s: int,
-           now: float | None = None) -> str | None:
-    """None when valid, else why not (for the 401 body)."""
-    if not timestamp or not signature:
-        return "missing signature"
-    try:
-        ts = int(timestamp)
-    except ValueError:
-        return "bad timestamp"
-    if abs((now or time.time()) - ts) > tolerance_s:
-        return "stale signature"
-    if not hmac.compare_digest(sign(key, ts, body), signature.strip().lower()):
-        return "bad signature"
-    return None
 
 
 def make_app(settings: PlaneSettings) -> Starlette:

@@ -14,28 +14,10 @@ import httpx
 import psycopg
 from psycopg.types.json import Jsonb
 
+from opsproof.alerting import SEVERITY_EMOJI, slack_payload  # noqa: F401 - one Slack payload shape
 from opsproof.plane.settings import PlaneSettings
 
 log = logging.getLogger("opsproof.plane.notifier")
-
-SEVERITY_EMOJI = {"critical": ":rotating_light:", "high": ":red_circle:", "medium": ":large_orange_circle:",
-                  "low": ":large_yellow_circle:", "info": ":information_source:"}
-
-
-def slack_payload(title: str, *, severity: str, source: str, detail: dict | None = None,
-                  trace_id: str | None = None, trace_link_template: str | None = None) -> dict:
-    text = f"{SEVERITY_EMOJI.get(severity, '')} [{severity.upper()}] {source}: {title}".strip()
-    blocks: list[dict] = [{"type": "section", "text": {"type": "mrkdwn", "text": f"*{text}*"}}]
-    fields = [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in list((detail or {}).items())[:10]]
-    if fields:
-        blocks.append({"type": "section", "fields": fields})
-    if trace_id:
-        link = (trace_link_template or "{trace_id}").format(trace_id=trace_id)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{link}|trace {trace_id}>"}})
-        text += f" — trace: {link}"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"source `{source}` · opsproof plane"}]})
-    return {"text": text, "blocks": blocks}
-
 
 def deliver(url: str, payload: dict, *, attempts: int = 4, backoff_s: float = 0.2, timeout_s: float = 5.0,
             client: httpx.Client | None = None) -> bool:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from opsproof import clock
 from opsproof.errors import OpsproofError, UsageError
-from opsproof.plane.ingest import sign  # the one definition of the n8n@ signature
+from opsproof.webhook_sig import sign  # the one definition of the n8n@ signature (shared with plane/ingest.py)
 
 DEFAULT_BASE_URL = "https://api.supabase.com"
 DEFAULT_TIMEOUT_S = 15.0

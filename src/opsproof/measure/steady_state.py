@@ -6,22 +6,43 @@
 - the plane's components are up: a fresh heartbeat (ops.heartbeats) from each required component;
 - the replica is streaming (pg_stat_replication on the primary), WAL replay is not paused on it, and
   reads are routed to it (ops.read_routing).
-Read-only: one small query per item.
+Read-only: one small query per item (a measurement, so it lives in measure/; the drill fixtures and the
+incident levers call it).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 
-from opsproof.levers.common import connection
-
 DEFAULT_COMPONENTS = ("plane.sink", "plane.ingest", "plane.worker", "plane.relay", "plane.replayer",
                       "plane.gate", "plane.traffic")
+
+
+def _connect(dsn: str, timeout_s: float) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
+                           application_name="opsproof-measure")
+
+
+@contextmanager
+def connection(where: Any) -> Iterator[psycopg.Connection]:
+    """`where` is a psycopg Connection (used as is), an opsproof Target (a pooled connection) or a DSN."""
+    if isinstance(where, psycopg.Connection):
+        with nullcontext(where) as conn:
+            yield conn
+    elif isinstance(where, str):
+        with _connect(where, 10) as conn:
+            yield conn
+    elif hasattr(where, "connection"):
+        with where.connection() as conn:
+            yield conn
+    else:
+        raise TypeError(f"not a connection, Target or DSN: {type(where).__name__}")
 
 
 def required_components() -> tuple[str, ...]:
@@ -93,7 +114,7 @@ def measure(where, policy_flags: dict[str, Any], *, run_id: str | None = None, r
         if not any(s == "streaming" for s, _ in rep):
             problems.append("replica not streaming (pg_stat_replication on the primary)")
         try:
-            with psycopg.connect(replica_dsn, autocommit=True, connect_timeout=3) as r:
+            with _connect(replica_dsn, 3) as r:
                 rec, paused = r.execute("select pg_is_in_recovery(), "
                                         "case when pg_is_in_recovery() then pg_is_wal_replay_paused() end").fetchone()
             replica.update(in_recovery=rec, replay_paused=paused)
