@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 NPMSTAMP:= node_modules/.npm-stamp
 
-.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance cadence-daily cadence-weekly cadence-monthly report bench test clean
+.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance cadence-daily cadence-weekly cadence-monthly watch doctor report bench test clean
 
 setup: $(STAMP) $(NPMSTAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements.lock
 # same lock (it installs the locked versions and leaves package-lock.json unchanged).
 $(NPMSTAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
-	test -x node_modules/.bin/supabase && test -x node_modules/.bin/allure
+	test -x node_modules/.bin/supabase && test -x node_modules/.bin/allure && test -f node_modules/uplot/dist/uPlot.iife.min.js
 	touch $(NPMSTAMP)
 
 stack: setup
@@ -60,6 +60,13 @@ bench: setup
 	$(BIN)/python bench/bench_daily.py
 
 # The project's own tests (engine units, suite-vs-stack, fault injection). Leaves nothing running.
+# The green-posture watch (a service: deploy/systemd/opsproof-watch.service); the embedded default ticks every 10 s
+watch: plane
+	$(BIN)/opsproof watch
+
+doctor: setup
+	$(BIN)/opsproof doctor
+
 test: setup
 	$(BIN)/pytest tests -p no:randomly -q
 

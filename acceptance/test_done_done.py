@@ -14,7 +14,7 @@ import pytest
 
 from opsproof import clock
 from opsproof.levers import acceptance as levers
-from opsproof.measure import tenancy
+from opsproof.measure import dlq, flag_overrides, tenancy, worker
 
 
 
@@ -56,8 +56,7 @@ def _wait(pred, timeout: float, every: float = 0.2):
 
 
 def _task(target, task_id: int) -> dict:
-    return target.rows("select id, status, trace_id, attempts, finished_at from ops.agent_tasks where id = %s",
-                       (task_id,))[0]
+    return worker.task(target, task_id).result
 
 
 @pytest.mark.acceptance
@@ -73,13 +72,14 @@ def test_synthetic_task_end_to_end(target, settings, suite, drill_session, step,
     trace = task["trace_id"]
     feed = httpx.get(feed_url, timeout=10).json()["items"]
     in_feed = [i for i in feed if i["id"] == task_id]
-    spans = target.rows("select trace_id, name from ops.spans where task_id = %s and name = 'agent.task.execute'",
-                        (task_id,))
-    audits = target.rows("select id, run_id from ops.audit_log where action = 'agent.task.execute' and target = %s",
-                         (f"ops.agent_tasks/{task_id}",))
+    spanned = worker.task_spans(target, task_id)
+    spans = spanned.result
+    audited = worker.task_audit_rows(target, task_id)
+    audits = audited.result
     step.update(trace_id=trace, feed_item=in_feed[:1], spans=len(spans), audit_rows=[a["id"] for a in audits])
     evidence.record(name="end to end", measured={"feed": len(in_feed), "spans": len(spans), "audit": len(audits)},
-                    threshold="1 each, one trace id", verdict=bool(in_feed and spans and audits))
+                    threshold="1 each, one trace id", verdict=bool(in_feed and spans and audits),
+                    query=f"GET {feed_url}; {spanned.query}; {audited.query}")
     assert in_feed, f"task {task_id} is not in the live feed ({feed_url})"
     assert in_feed[0]["trace_id"] == trace and in_feed[0]["status"] == "succeeded", in_feed[0]
     assert [s["trace_id"] for s in spans] == [trace], f"span trace ids {spans} != task trace id {trace}"
@@ -108,15 +108,17 @@ def test_forced_error_alerts_and_dead_letters(target, settings, suite, drill_ses
             return [i for i in got["items"] if trace in json.dumps(i.get("body"))]
 
         messages = _wait(slack_message, timeout=20)
-        dlq = target.rows("select id, error from ops.dlq where task_id = %s", (task_id,))
-        step.update(trace_id=trace, slack_messages=len(messages or []), dlq_ids=[d["id"] for d in dlq])
-        evidence.record(name="forced error", measured={"slack": len(messages or []), "dlq": len(dlq)},
-                        threshold=">= 1 each", verdict=bool(messages and dlq))
+        dead = dlq.task_entries(target, task_id)
+        entries = dead.result
+        step.update(trace_id=trace, slack_messages=len(messages or []), dlq_ids=[d["id"] for d in entries])
+        evidence.record(name="forced error", measured={"slack": len(messages or []), "dlq": len(entries)},
+                        threshold=">= 1 each", verdict=bool(messages and entries),
+                        query=f"GET {sink}/received?path=/slack; {dead.query}")
         assert messages, f"no Slack-format message mentioning trace {trace} reached the sink"
         body = messages[0]["body"]
         assert isinstance(body.get("text"), str) and isinstance(body.get("blocks"), list), "not a Slack payload"
         assert link in json.dumps(body), f"the Slack message lacks the trace link {link}"
-        assert dlq, f"no DLQ entry for task {task_id}"
+        assert entries, f"no DLQ entry for task {task_id}"
     finally:
         step["cleanup"] = levers.clean_up_forced_error(drill_session.dsn, task_id, suite.run_id)
 
@@ -136,11 +138,10 @@ def test_kill_switch_stops_and_resumes(target, suite, plane_settings, drill_sess
     """The drills' lever (a leased autonomy.emergencyStop override), exercised on one synthetic task."""
     cycle = float(plane_settings.cycle_s)
     stop = override("autonomy.emergencyStop", True, "acceptance: the kill switch stops the loop")
-    t_stop = target.value("select created_at from ops.flag_overrides where id = %s", (stop.id,))
+    t_stop = flag_overrides.override_times(target, stop.id).result["created_at"]
 
     def worker_halted():
-        return target.value("select (detail->>'halted')::boolean and beat_at > %s from ops.heartbeats "
-                            "where component = 'plane.worker'", (t_stop,))
+        return worker.worker_halted_since(target, t_stop).result
 
     halted = _wait(worker_halted, timeout=2 * cycle + 1)
     task_id = levers.enqueue_synthetic(drill_session.dsn, suite.run_id)
@@ -150,16 +151,16 @@ def test_kill_switch_stops_and_resumes(target, suite, plane_settings, drill_sess
     assert halted, f"the worker did not report itself halted within {2 * cycle + 1:g}s of autonomy.emergencyStop"
     assert held == "queued", f"a task was claimed under the emergency stop (status {held})"
     override.release(stop, "acceptance: resume the loop")
-    t_go = target.value("select released_at from ops.flag_overrides where id = %s", (stop.id,))
+    t_go = flag_overrides.override_times(target, stop.id).result["released_at"]
     ran = _wait(lambda: _task(target, task_id)["status"] == "succeeded", timeout=5 * cycle + 5)
-    started = target.value("select started_at from ops.agent_tasks where id = %s", (task_id,))
+    started = worker.task_started_at(target, task_id).result
     resume_s = (started - t_go).total_seconds() if started else None
-    executions = target.value("select count(*) from ops.audit_log where action = 'agent.task.execute' and target = %s",
-                              (f"ops.agent_tasks/{task_id}",))
+    executed = worker.task_executions(target, [task_id])
+    executions = executed.result["n"]
     step.update(resume_latency_s=resume_s, executions=executions)
     assert ran, f"task {task_id} did not run after the kill switch was released"
     evidence.check("resume latency", round(resume_s / cycle, 3), "<=", 1.1, unit=" cycles")
-    evidence.check("executions of the held task", executions, "==", 1)
+    evidence.check("executions of the held task", executions, "==", 1, query=executed.query)
 
 
 @pytest.mark.acceptance

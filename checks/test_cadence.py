@@ -22,10 +22,10 @@ def test_backup_freshness(target, settings, policy, evidence):
     COMPLETED. A row's `verified` flag alone never counts."""
     api = None
     if settings.access_token is not None and settings.project_ref:
-        from opsproof.target.http import ManagementApi
+        from opsproof.target.http import from_settings
 
         def api():
-            return ManagementApi(settings.access_token, settings.project_ref)
+            return from_settings(settings)
 
     reading = measure_backups.measure(target, management_api=api)
     limit = policy.cadence.backup_max_age_hours
@@ -39,7 +39,7 @@ def test_backup_freshness(target, settings, policy, evidence):
     age_h = reading.age_hours(clock.now())
     ok = age_h <= limit
     evidence.record(name="latest re-verified backup age", measured=age_h, threshold=f"<= {limit} h", verdict=ok,
-                    query=query, detail=detail)
+                    query=query, detail=detail, source=reading.newest.source)
     assert ok, (f"latest re-verified backup age: measured {age_h} h, required <= {limit} h "
                 f"({reading.newest.ref}, {reading.newest.how})"
                 + (f"; newer backups that could not be verified: {not_counted}" if not_counted else ""))

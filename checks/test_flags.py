@@ -7,16 +7,7 @@ import json
 import pytest
 
 from opsproof.measure import ops as measure
-from opsproof.recorder import MeasurementError
-
-
-def same_json(actual, expected) -> bool:
-    """Equal as JSON values *and* types: 0 is not false, 1.0 is not true, "true" is not true."""
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return type(actual) is type(expected) and actual == expected
-    if isinstance(expected, (int, float)) and isinstance(actual, (int, float)):
-        return actual == expected
-    return type(actual) is type(expected) and actual == expected
+from opsproof.recorder import MeasurementError, same_json
 
 
 def pytest_generate_tests(metafunc):

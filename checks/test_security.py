@@ -70,21 +70,21 @@ def test_kill_switch_account_least_privilege(target, policy, evidence):
 def test_supabase_advisors(target, settings, suite, policy, evidence):
     # the positive control is a write: a lever creates this run's RLS-less canary, the measurement only reads
     with advisor_canary(target, suite.run_id) as canary:
-        m = advisor_scan.scan(settings.db_url.get_secret_value(), canary)
+        m = advisor_scan.scan_target(settings, canary)
     scan = m.result
     evidence.artifact("advisors.json", {"findings": scan.findings, "canary_table": scan.canary_table,
-                                        "canary_reported": scan.canary_reported})
+                                        "canary_reported": scan.canary_reported, "source": m.source})
     evidence.require(scan.canary_reported, f"the advisors did not report the RLS-less canary {scan.canary_table}: "
                                            "they did not scan the target, so 'no ERROR' would prove nothing")
     errors = [f"{f.get('name')}: {f.get('detail')}" for f in scan.findings
               if str(f.get("level", "")).upper() == policy.security.advisors_fail_level]
-    evidence.check("advisor ERROR findings", len(errors), "==", 0, query=m.query, detail=errors[:20])
+    evidence.check("advisor ERROR findings", len(errors), "==", 0, query=m.query, detail=errors[:20], source=m.source)
 
 
 @pytest.mark.daily
 @pytest.mark.security
 @pytest.mark.control("SEC-001")
-def test_cross_tenant_reads_are_zero(target, policy, evidence):
+def test_cross_tenant_reads_are_zero(target, settings, suite, policy, evidence):
     """Every principal (anon, each role of each tenant, strangers, malformed tokens) x every exposed relation and
     callable function (measure/tenancy.py). A leak or an unjudgeable SECURITY DEFINER function fails; a zero that
     no owner reads through the same path is an error, never a pass."""
@@ -98,11 +98,32 @@ def test_cross_tenant_reads_are_zero(target, policy, evidence):
     failures = m.failures()
     evidence.record(name="cross-tenant reads and unjudged SECURITY DEFINER functions", measured=len(failures),
                     threshold="== 0", verdict=not failures, query="measure/tenancy.py: RELATIONS_SQL, FUNCTIONS_SQL",
-                    detail={**m.summary(), "first": failures[:10]})
+                    detail={**m.summary(), "first": failures[:10]}, source="sql")
+    api_unproven: list[str] = []
+    if settings.supabase_url and settings.anon_key is not None and settings.service_role_key is not None:
+        # the same matrix through the real API: PostgREST as users Auth signed in (measure/tenancy_api.py)
+        from opsproof.levers.api_users import signed_in_users
+        from opsproof.measure import tenancy_api
+
+        tenants = list(m.tenants[:2])
+        with signed_in_users(target, settings, [(t, r) for t in tenants for r in tenancy.HUMAN_ROLES],
+                             suite.run_id) as users:
+            am = tenancy_api.matrix(settings, users, tenancy_api.relations_of(m), tenants)
+        api = am.result
+        evidence.artifact("rls_matrix_api.json", api.evidence())
+        evidence.require(api.relations and len(api.not_exposed) < len(api.relations),
+                         "the API exposes none of the tenant-scoped relations: isolation through it cannot be shown")
+        failures += api.failures()
+        api_unproven = api.unproven()
+        evidence.record(name="cross-tenant reads through the API (PostgREST, signed-in users)",
+                        measured=len(api.leaks), threshold="== 0", verdict=not api.leaks, query=am.query,
+                        detail={**api.summary(), "first": api.failures()[:10]}, source=am.source)
     assert not failures, (f"isolation broken: measured {len(m.leaks)} cross-tenant reads and {len(m.unjudged)} "
                           f"unjudged SECURITY DEFINER functions, required 0; first: {failures[:3]}")
     evidence.require(not m.unproven(), "zero cross-reads are not meaningful where no owner reads its own rows "
                                        f"through the same path: {m.unproven()[:5]}")
+    evidence.require(not api_unproven, "zero cross-reads through the API are not meaningful where no signed-in "
+                                       f"owner reads its own rows through it: {api_unproven[:5]}")
 
 
 @pytest.mark.daily

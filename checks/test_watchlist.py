@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from opsproof.measure import ops as measure
+from opsproof.measure import traces
 
 
 
@@ -68,13 +69,18 @@ def test_ci_self_heal(target, policy, window, evidence):
 @pytest.mark.watchlist
 @pytest.mark.control("WCH-005")
 def test_trace_coverage(target, settings, policy, window, evidence):
-    m = measure.trace_coverage(target, *window.args)
+    # [traces] backend: "contract" = ops.spans; "jaeger" / "tempo" = that backend's query API (measure/traces.py)
+    if policy.traces.backend == "contract":
+        m = measure.trace_coverage(target, *window.args)
+    else:
+        m = traces.backend_coverage(target, policy.traces, *window.args)
     tc = m.result
     lines = [f"{t}  {settings.trace_link_template.format(trace_id=t)}" for t in tc.sample_trace_ids[:3]]
-    evidence.artifact("trace-sample.txt", "\n".join(lines) + "\n")
+    evidence.artifact("trace-sample.txt", f"source: {m.source}\n" + "\n".join(lines) + "\n")
     evidence.require(tc.canary_tasks > 0, f"no canary agent tasks in the {window.label} window")
     evidence.check("canary trace coverage", tc.coverage_pct, ">=", policy.watchlist.trace_coverage_pct_min,
-                   unit="%", query=m.query, detail={"missing": tc.missing})
+                   unit="%", query=m.query, source=m.source,
+                   detail={"missing": tc.missing, "missing_task_ids": getattr(tc, "missing_task_ids", None)})
 
 
 @pytest.mark.daily

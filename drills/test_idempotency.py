@@ -13,6 +13,7 @@ from collections import Counter
 import httpx
 import pytest
 
+from opsproof.measure import ingest
 from opsproof.plane.ingest import signed_headers
 
 CONCURRENT = 50
@@ -20,9 +21,7 @@ PATH = "/webhooks/n8n"
 
 
 def _effects(target, key: str) -> dict:
-    return target.rows(
-        """select (select count(*) from ops.ingest_events where idempotency_key = %s) as effects,
-                  (select count(*) from ops.idempotency_keys where key = %s) as keys""", (key, key))[0]
+    return ingest.idempotency_effects(target, key).result
 
 
 def _body(run_id: str, n: int) -> bytes:

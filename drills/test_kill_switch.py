@@ -11,6 +11,7 @@ import pytest
 from opsproof import clock
 
 from opsproof.levers import workload
+from opsproof.measure import flag_overrides, worker
 
 # Halt/resume are measured on the database clock, from the override's transaction start (conservative) to
 # the claim transaction's start. The worker reads the flags at the top of each cycle and claims right after,
@@ -46,10 +47,6 @@ class Feeder(threading.Thread):
         return sorted(i for _, b in self.batches for i in b)
 
 
-def _db_now(target):
-    return target.value("select clock_timestamp()")
-
-
 def _wait(pred, timeout: float, step: float = 0.1):
     return clock.wait_until(pred, timeout, step)
 
@@ -69,27 +66,22 @@ def test_kill_switch(target, suite, plane_settings, drill_session, override, dri
     feeder.start()
     try:
         # 1. flowing
-        flowing = _wait(lambda: target.value(
-            "select count(*) from ops.agent_tasks where payload->>'drill' = %s and status = 'succeeded'",
-            (run_id,)), timeout=10 * cycle + 5)
+        flowing = _wait(lambda: worker.drill_tasks(target, run_id, "succeeded").result, timeout=10 * cycle + 5)
         evidence.require(flowing, "the worker pool executes nothing before the drill: no reaction to observe")
         drill_record.step("flowing", succeeded=flowing)
 
         # 2. stop
         stop = override("autonomy.emergencyStop", True, "kill switch drill: halt the worker pool")
-        t_stop = target.value("select created_at from ops.flag_overrides where id = %s", (stop.id,))
-        running_at_stop = target.value("select count(*) from ops.agent_tasks where status = 'running'")
+        t_stop = flag_overrides.override_times(target, stop.id).result["created_at"]
+        running_at_stop = worker.running_tasks(target).result
         drill_record.step("stop", override_id=stop.id, t_stop=t_stop, running_at_stop=running_at_stop)
         time.sleep(3 * cycle)
-        claims_late = target.rows(
-            """select worker, count(*) as n, max(started_at) as last from ops.agent_tasks
-                where started_at > %s + make_interval(secs => %s::float8) group by worker""",
-            (t_stop, cycle + TOLERANCE_S))
-        last_claim = target.value("select max(started_at) from ops.agent_tasks where started_at >= %s - interval '1 hour'",
-                                  (t_stop,))
+        late = worker.late_claims(target, t_stop, cycle + TOLERANCE_S)
+        claims_late = late.result
+        last = worker.last_claim(target, t_stop)
+        last_claim = last.result
         halt_s = max(0.0, (last_claim - t_stop).total_seconds()) if last_claim else 0.0
-        held = [r["id"] for r in target.rows(
-            "select id from ops.agent_tasks where payload->>'drill' = %s and status = 'queued'", (run_id,))]
+        held = worker.queued_drill_tasks(target, run_id).result
         queued_during_stop = len(held)
         drill_record.step("halted", last_claim=last_claim, halt_latency_s=round(halt_s, 3),
                           queued_during_stop=queued_during_stop, late_claims=len(claims_late))
@@ -100,29 +92,24 @@ def test_kill_switch(target, suite, plane_settings, drill_session, override, dri
             who = ", ".join(f"{r['worker']} claimed {r['n']} (last {(r['last'] - t_stop).total_seconds():.2f}s after "
                             f"the stop)" for r in claims_late)
             evidence.record(name="claims later than 1 cycle after the stop", measured=sum(r["n"] for r in claims_late),
-                            threshold="== 0", verdict=False)
+                            threshold="== 0", verdict=False, query=late.query)
             raise AssertionError(f"kill switch did NOT halt the worker pool: with autonomy.emergencyStop=true, tasks "
                                  f"were still claimed more than 1 cycle ({cycle:g}s) after the stop: {who}")
         evidence.check("halt latency", round(halt_s / cycle, 3), "<=", 1.0 + TOLERANCE_S / cycle, unit=" cycles",
-                       detail={"halt_latency_s": halt_s, "cycle_s": cycle})
+                       detail={"halt_latency_s": halt_s, "cycle_s": cycle}, query=last.query)
         evidence.require(queued_during_stop > 0, "no task was waiting during the stop: the halt was not observable")
-        settled = _wait(lambda: target.value("select count(*) from ops.agent_tasks where status = 'running'") == 0,
-                        timeout=2 * cycle + 2)
+        settled = _wait(lambda: worker.running_tasks(target).result == 0, timeout=2 * cycle + 2)
         if not settled:
-            n = target.value("select count(*) from ops.agent_tasks where status = 'running'")
+            n = worker.running_tasks(target).result
             raise AssertionError(f"in-flight tasks did NOT finish under the emergency stop: {n} task(s) still "
                                  f"running {5 * cycle + 2:g}s after the stop")
-        inflight_finished = target.value(
-            """select count(*) from ops.agent_tasks where started_at <= %s + make_interval(secs => %s::float8)
-                and started_at >= %s - interval '1 hour' and status = 'succeeded'
-                and finished_at > %s""", (t_stop, cycle + TOLERANCE_S, t_stop, t_stop))
+        inflight_finished = worker.inflight_finished(target, t_stop, cycle + TOLERANCE_S).result
         drill_record.step("inflight.finished", finished_after_stop=inflight_finished)
 
         # 3. resume
         override.release(stop, "kill switch drill: resume")
-        t_go = target.value("select released_at from ops.flag_overrides where id = %s", (stop.id,))
-        first = _wait(lambda: target.value("select min(started_at) from ops.agent_tasks where started_at > %s",
-                                           (t_go,)), timeout=5 * cycle + 2)
+        t_go = flag_overrides.override_times(target, stop.id).result["released_at"]
+        first = _wait(lambda: worker.first_claim_after(target, t_go).result, timeout=5 * cycle + 2)
         resume_s = (first - t_go).total_seconds() if first else None
         drill_record.step("resumed", t_go=t_go, first_claim=first,
                           resume_latency_s=None if resume_s is None else round(resume_s, 3))
@@ -142,23 +129,11 @@ def test_kill_switch(target, suite, plane_settings, drill_session, override, dri
 
     # 4. drain: every task queued during the drill runs exactly once
     enqueued = feeder.ids
-    done = _wait(lambda: target.value(
-        "select count(*) from ops.agent_tasks where id = any(%s::bigint[]) and status in ('succeeded', 'failed', 'quarantined')",
-        (enqueued,)) == len(enqueued), timeout=20 * cycle + 10)
-    stats = target.rows(
-        """select count(*) filter (where t.status = 'succeeded') as succeeded,
-                  count(*) filter (where t.status <> 'succeeded') as not_succeeded,
-                  count(*) filter (where t.attempts <> 1) as reclaimed,
-                  count(*) filter (where t.enqueued_at > %s and t.enqueued_at < %s) as enqueued_during_stop,
-                  count(*) filter (where t.id = any(%s::bigint[])) as held_by_the_stop,
-                  count(*) filter (where t.id = any(%s::bigint[]) and t.started_at >= %s and t.status = 'succeeded')
-                    as held_run_after_resume
-             from ops.agent_tasks t where t.id = any(%s::bigint[])""",
-        (t_stop, t_go, held, held, t_go, enqueued))[0]
-    executions = target.rows(
-        """select count(*) as n, count(distinct target) as distinct_tasks from ops.audit_log
-            where action = 'agent.task.execute' and target = any(%s::text[])""",
-        ([f"ops.agent_tasks/{i}" for i in enqueued],))[0]
+    done = _wait(lambda: worker.tasks_finished(target, enqueued).result == len(enqueued), timeout=20 * cycle + 10)
+    drained = worker.drain_stats(target, t_stop, t_go, held, enqueued)
+    stats = drained.result
+    executed = worker.task_executions(target, enqueued)
+    executions = executed.result
     drill_record.step("drained", all_done=bool(done), enqueued=len(enqueued), **stats, executions=executions)
 
     drill_record.measure("tasks_enqueued", len(enqueued), "tasks")
@@ -167,8 +142,9 @@ def test_kill_switch(target, suite, plane_settings, drill_session, override, dri
     drill_record.measure("held_by_the_stop", stats["held_by_the_stop"], "tasks")
 
     evidence.check("tasks not finished after the drill", len(enqueued) - stats["succeeded"], "==", 0,
-                   detail=stats)
+                   detail=stats, query=drained.query)
     evidence.check("tasks executed more than once", executions["n"] - executions["distinct_tasks"] + stats["reclaimed"],
-                   "==", 0, detail=executions)
+                   "==", 0, detail=executions, query=executed.query)
     evidence.check("tasks held by the stop that did not run (once) after the resume",
-                   stats["held_by_the_stop"] - stats["held_run_after_resume"], "==", 0, detail=stats)
+                   stats["held_by_the_stop"] - stats["held_run_after_resume"], "==", 0, detail=stats,
+                   query=drained.query)

@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 
 from opsproof import clock
+from opsproof.measure import routing
 
 from opsproof.plane.traffic import acknowledged_ids, drive, lost_writes
 
@@ -45,36 +46,31 @@ def test_region_wobble(target, suite, plane_settings, drill_session, steady_stat
     timeout = (need + 3) * p + 5
     try:
         time.sleep(2 * p)
-        drill_record.step("traffic.baseline", reads_on=target.value("select target from ops.read_routing where region = 'replica'"))
-        probe0 = target.value("select coalesce(max(id), 0) from ops.health_probes")
+        drill_record.step("traffic.baseline", reads_on=routing.replica_reads_on(target).result)
+        probe0 = routing.last_probe_id(target).result
 
         # 1. wobble: the standby stops replaying while the primary keeps taking writes
-        t_pause = target.value("select clock_timestamp()")
+        t_pause = routing.db_clock(target).result
         drill_session.pause_replica("region wobble drill: make the replica lag")
         drill_record.step("replica.pause", t_pause=t_pause)
-        cut = _wait(lambda: target.rows(
-            "select target, changed_at from ops.read_routing where region = 'replica' and target = 'primary'"), timeout)
+        cut = _wait(lambda: routing.replica_routed_to(target, "primary").result, timeout)
         if not cut:
             raise AssertionError(f"the health gate did NOT cut reads over to the primary within {timeout:g}s of the "
                                  f"replica lagging (probe every {p:g}s, cutover after {need} failures)")
         t_cut = cut[0]["changed_at"]
-        probes = target.rows(
-            """select id, ts, ok, lag_bytes, detail from ops.health_probes
-                where region = 'replica' and id > %s and ts <= %s order by id""", (probe0, t_cut))
-        cut_audit = target.rows(
-            """select id, detail from ops.audit_log where action = 'read_routing.cutover' and at >= %s
-                order by id limit 1""", (t_pause,))
+        probed = routing.replica_probes(target, probe0, t_cut)
+        probes = probed.result
+        audited = routing.cutover_audit(target, t_pause)
+        cut_audit = audited.result
         drill_record.step("cutover", t_cutover=t_cut, probes=[{"ts": r["ts"], "ok": r["ok"], "detail": r["detail"]}
                                                                  for r in probes])
         time.sleep(2 * p)  # traffic keeps running on the primary
 
         # 2. recover
-        t_resume = target.value("select clock_timestamp()")
+        t_resume = routing.db_clock(target).result
         drill_session.resume_replica("region wobble drill: replica healthy again")
         drill_record.step("replica.resume", t_resume=t_resume)
-        back = _wait(lambda: target.rows(
-            "select target, changed_at from ops.read_routing where region = 'replica' and target = 'replica' "
-            "and changed_at > %s", (t_cut,)), timeout)
+        back = _wait(lambda: routing.replica_routed_to(target, "replica", changed_after=t_cut).result, timeout)
         if not back:
             raise AssertionError(f"reads did NOT return to the replica within {timeout:g}s of replay resuming")
         t_back = back[0]["changed_at"]
@@ -108,9 +104,9 @@ def test_region_wobble(target, suite, plane_settings, drill_session, steady_stat
 
     evidence.require(len(acked) > 0 and len(reads) > 0, "the drill's traffic got no acknowledged write through")
     evidence.check("consecutive failed probes at the cutover", len(failed_before_cut), "==", need,
-                   detail={"probes": [(str(r["ts"]), r["ok"], r["detail"]) for r in probes]})
+                   detail={"probes": [(str(r["ts"]), r["ok"], r["detail"]) for r in probes]}, query=probed.query)
     evidence.check("cutover audit row: consecutive failures", (cut_audit[0]["detail"] or {}).get("consecutive_failures")
-                   if cut_audit else None, "==", need)
+                   if cut_audit else None, "==", need, query=audited.query)
     evidence.check("time to cutover", round(ttc, 3), "<=", (need + 2) * p + 2, unit="s")
     evidence.check("time to recover", round(ttr, 3), "<=", (plane_settings.probes_to_return + 2) * p + 2, unit="s")
     evidence.check("reads served from the primary while cut over", served.get("primary", 0), ">", 0)

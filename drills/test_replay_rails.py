@@ -19,30 +19,23 @@ import pytest
 
 from opsproof.levers import workload
 from opsproof.levers.common import audit, connection
+from opsproof.measure import audit_chain, dlq
+from opsproof.measure import ops as measure_ops
 from opsproof.plane.replayer import replay_batch, running_fail_rate
 
 WINDOW = "1 hour"
 MIN_SAMPLE = 5
 
 
-def _budget(conn, key: str, default: float) -> float:
-    row = conn.execute("select value from ops.budgets where key = %s", (key,)).fetchone()
-    return float(row[0]) if row else default
-
-
 def _proof(conn, res, ids: list[int], run_id: str) -> dict:
     """What a hard stop must look like: refused, nothing replayed, a refusal row and an audit row."""
-    replayed = conn.execute("select count(*) from ops.dlq where id = any(%s::bigint[]) and replayed_at is not null",
-                            (ids,)).fetchone()[0]
-    tasks = conn.execute("select count(*) from ops.agent_tasks where payload->>'drill' = %s and enqueued_at >= "
-                         "now() - interval '1 hour' and kind = 'quote' and payload ? 'rails'", (run_id,)).fetchone()[0]
-    row = conn.execute("select status, items, bytes, reason from ops.dlq_replays where id = %s",
-                       (res.replay_row_id,)).fetchone() if res.replay_row_id else None
-    aud = conn.execute("select action, reason from ops.audit_log where id = %s", (res.audit_id,)).fetchone() \
-        if res.audit_id else None
+    replayed = dlq.replayed_items(conn, ids).result
+    tasks = dlq.rails_tasks_created(conn, run_id).result
+    row = dlq.replay_row(conn, res.replay_row_id).result if res.replay_row_id else None
+    aud = audit_chain.entry(conn, res.audit_id).result if res.audit_id else None
     return {"status": res.status, "reason": res.reason, "items": res.items, "bytes": res.bytes,
             "replayed_items": replayed + len(res.replayed_ids), "tasks_created": tasks,
-            "refusal_row": list(row) if row else None, "audit_row": list(aud) if aud else None,
+            "refusal_row": list(row.values()) if row else None, "audit_row": list(aud.values()) if aud else None,
             "audit_id": res.audit_id}
 
 
@@ -80,10 +73,10 @@ def test_replay_rails(target, suite, drill_session, steady_state, drill_record, 
         "3 drill DLQ items (kind quote) -> ask (replayed) -> the worker runs the re-created tasks",
     ], request.config)
     dsn = drill_session.dsn
-    with connection(dsn) as conn:
-        max_items = int(_budget(conn, "replay.batch_items", 50))
-        max_bytes = int(_budget(conn, "replay.max_bytes", 2 * 1024 * 1024))
-        max_fail = _budget(conn, "replay.fail_rate_pct", 20)
+    budgets = measure_ops.budgets(target).result
+    max_items = int(budgets.get("replay.batch_items", 50))
+    max_bytes = int(budgets.get("replay.max_bytes", 2 * 1024 * 1024))
+    max_fail = float(budgets.get("replay.fail_rate_pct", 20))
     drill_record.intervals(batch_items_max=max_items, max_bytes=max_bytes, fail_rate_pct_max=max_fail)
     small = {"kind": "quote", "payload": {"drill": run_id, "rails": True}, "drill": run_id}
 
@@ -149,8 +142,7 @@ def test_replay_rails(target, suite, drill_session, steady_state, drill_record, 
     deadline = time.monotonic() + 10 * cycle + 5
     ran = 0
     while time.monotonic() < deadline:
-        ran = target.value("select count(*) from ops.agent_tasks where payload->>'drill' = %s and payload ? 'rails' "
-                           "and status = 'succeeded'", (run_id,))
+        ran = dlq.rails_tasks_succeeded(target, run_id).result
         if ran >= 3:
             break
         time.sleep(0.2)

@@ -30,7 +30,8 @@ def stack(stack_home) -> Stack:
     """A running embedded stack with 3 days of seeded telemetry; stopped and deleted after the session."""
     st = Stack(home=stack_home)
     st.up(seed_days=3, requests_per_day=5000, log=_quiet)
-    os.environ.setdefault("OPSPROOF_TEST_DSN", st.admin_dsn())
+    # the SQL-level tests bootstrap scratch databases: that takes the bootstrap superuser (supabase_admin)
+    os.environ.setdefault("OPSPROOF_TEST_DSN", st.superuser_dsn())
     yield st
     st.destroy()
 

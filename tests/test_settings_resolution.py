@@ -201,7 +201,7 @@ def test_bad_evidence_dir_and_window_to_daily_are_exit_2_before_anything_starts(
     for args, needle in (([f"--evidence-dir={blocker}"], "not a directory"),
                          ([f"--evidence-dir={blocker}/sub"], "cannot be created"),
                          (["--window=forever", f"--evidence-dir={work}/ev"], "window"),
-                         (["--target=hosted", f"--evidence-dir={work}/ev"], "--target hosted")):
+                         (["--target=hosted", f"--evidence-dir={work}/ev"], "unknown target 'hosted'")):
         proc = opsproof("daily", *args, cwd=work)
         assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
         assert needle in one_line_error(proc)
@@ -290,11 +290,11 @@ def test_plain_pytest_gate_on_a_dotenv_target_records_that_target(stack, project
 def test_cadence_levers_incident_on_a_dotenv_target(stack, project):
     work, home, ev = project
     write_dotenv(work, home, OPSPROOF_TARGET="env", SUPABASE_DB_URL=stack.admin_dsn())
-    proc = opsproof("cadence", "daily", "--only", "budget_drift", f"--evidence-dir={ev}", "--json", cwd=work)
+    proc = opsproof("cadence", "daily", "--only", "ttl_cleanup", f"--evidence-dir={ev}", "--json", cwd=work)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     meta = json.loads((Path(out["pack"]) / "manifest.json").read_text())["metadata"]
-    detail = meta["amendments"][-1]["target_detail"]
+    detail = meta["runs"]["cadence-daily"]["target_detail"]
     assert detail["kind"] == "env" and detail["sources"]["SUPABASE_DB_URL"] == ".env"
     assert detail["port"] == int(stack.admin_dsn().rsplit(":", 1)[1].split("/")[0])
     for args in (("levers", "list", "--json"), ("incident", "list", "--json")):

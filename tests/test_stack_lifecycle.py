@@ -73,7 +73,9 @@ def test_up_down_up_round_trip_keeps_data_and_leaves_no_process(home):
 def test_status_and_env_never_print_secrets(home):
     assert run_cli("stack", "up", "--days", "0", home=home).returncode == 0
     env = read_env(home / "stack" / "env")
-    secrets = [env[k] for k in ("POSTGRES_PASSWORD", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY")]
+    secrets = [env[k] for k in ("POSTGRES_PASSWORD", "SUPABASE_ADMIN_PASSWORD", "SUPABASE_JWT_SECRET",
+                                "SUPABASE_SERVICE_ROLE_KEY")]
+    assert "supabase_admin:" in env["OPSPROOF_SUPERUSER_DB_URL"] and "postgres:" in env["SUPABASE_DB_URL"]
     for args in (("stack", "status"), ("stack", "status", "--json"), ("stack", "env")):
         out = run_cli(*args, home=home)
         assert out.returncode == 0
@@ -94,6 +96,21 @@ def test_reset_rebuilds_the_data(home):
     with psycopg.connect(env2["SUPABASE_DB_URL"]) as conn:
         assert conn.execute("select count(*) from ops.ci_events where kind = 'reset-marker'").fetchone()[0] == 0
         assert conn.execute("select count(*) from supabase_migrations.schema_migrations").fetchone()[0] >= 1
+
+
+def test_a_stack_made_before_the_superuser_split_uses_its_postgres_for_plumbing(tmp_path):
+    """A stack whose env has no OPSPROOF_SUPERUSER_DB_URL (made when `postgres` was the superuser) keeps working."""
+    from opsproof.envfile import write_env
+    from opsproof.stack.manager import Stack
+
+    st = Stack(home=tmp_path)
+    st.dir.mkdir(parents=True)
+    old = "postgresql://postgres:pw123456@127.0.0.1:5999/postgres"
+    write_env(st.env_file, {"SUPABASE_DB_URL": old})
+    assert st.admin_dsn() == old and st.superuser_dsn() == old
+    write_env(st.env_file, {"SUPABASE_DB_URL": old,
+                            "OPSPROOF_SUPERUSER_DB_URL": old.replace("postgres:", "supabase_admin:", 1)})
+    assert st.admin_dsn() == old and st.superuser_dsn().startswith("postgresql://supabase_admin:")
 
 
 def test_busy_port_asked_for_is_a_clear_error_and_creates_nothing(home):

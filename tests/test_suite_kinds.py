@@ -79,7 +79,15 @@ def test_waived_failure_is_waived_never_pass_and_expired_waiver_does_not_apply(s
     assert results["summary"]["waived"] == 1 and results["verdict"] == "GREEN" and proc.returncode == 0
     junit = (tmp_path / "j.xml").read_text()
     assert "WAIVED SLO-003" in junit
-    assert (_pack(tmp_path / "ev") / "waivers.toml").is_file()  # the waivers are part of the signed pack
+    pack = _pack(tmp_path / "ev")
+    assert (pack / "waivers.toml").is_file()  # the waivers are part of the signed pack
+    assert "approved by cto@example.com" in (pack / "report.html").read_text()  # HTML: waived, never passed
+    allure = [json.loads(f.read_text()) for f in (pack / "allure-results").glob("*-result.json")]
+    slo3_allure = [r for r in allure if "SLO-003" in r.get("name", "")]
+    assert slo3_allure and all(r["status"] == "skipped" and "WAIVED SLO-003" in r["statusDetails"]["message"]
+                               for r in slo3_allure)
+    compliance = json.loads((pack / "compliance.json").read_text())
+    assert '"waived"' in json.dumps(compliance)
     waivers.write_text(waivers.read_text().replace("2999-12-31", "2020-01-01"))
     proc, results = run_suite(stack_home, tmp_path / "ev2", *common)
     slo3 = next(c for c in results["controls"] if c["id"] == "SLO-003")

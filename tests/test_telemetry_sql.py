@@ -28,7 +28,8 @@ STREAMS = {"health_probes", "requests", "agent_tasks", "spans", "outbox", "dlq_r
 
 
 @pytest.fixture(scope="module")
-def scratch_db(admin_dsn):
+def scratch_db(stack):
+    admin_dsn = stack.superuser_dsn()   # the bootstrap runs as the bootstrap superuser (supabase_admin)
     made: list[str] = []
 
     def make() -> str:

@@ -14,6 +14,20 @@ app = typer.Typer(help="Operate and prove a Supabase-backed autonomous TMS.", no
 app.add_typer(stack_app, name="stack")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from opsproof import __version__
+
+        typer.echo(f"opsproof {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Operate and prove a Supabase-backed autonomous TMS."""
+
+
 def _suite_command(marker: str, help_text: str, with_plane: bool = True):
     @app.command(marker if marker != "drill" else "drills", help=help_text,
                  context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -38,7 +52,9 @@ def _mount_optional() -> None:
 
     for name, module in (("evidence", "opsproof.evidence.cli"), ("plane", "opsproof.plane.cli"),
                          ("levers", "opsproof.levers.cli"), ("incident", "opsproof.levers.incident_cli"),
-                         ("cadence", "opsproof.levers.cadence_cli"), ("catalog", "opsproof.catalog_cli")):
+                         ("cadence", "opsproof.levers.cadence_cli"), ("catalog", "opsproof.catalog_cli"),
+                         ("doctor", "opsproof.doctor"), ("watch", "opsproof.watch.cli"),
+                         ("dashboard", "opsproof.dashboard.cli")):
         try:
             sub = importlib.import_module(module).app
         except ImportError:

@@ -34,6 +34,7 @@ from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_valid
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from opsproof import paths
+from opsproof import targets as targets_mod
 from opsproof.envfile import read_dotenv, read_env
 from opsproof.errors import UsageError
 
@@ -43,6 +44,11 @@ STACK_FILE = "embedded stack file"
 DEFAULT = "default"
 COMMAND_LINE = "command line"
 
+BUILTIN_TARGETS = targets_mod.BUILTIN
+# what a named supabase target must say itself (or leave unset): never borrowed from the generic settings
+ENV_ALIASES_OF_TARGET = ("SUPABASE_DB_URL", "OPSPROOF_REPLICA_DB_URL", "SUPABASE_URL", "SUPABASE_ANON_KEY",
+                         "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET", "SUPABASE_ACCESS_TOKEN",
+                         "SUPABASE_PROJECT_REF")
 ENV_FILE_VAR = "OPSPROOF_ENV_FILE"
 EXPORTED_VAR = "OPSPROOF_DOTENV_KEYS"
 
@@ -61,6 +67,10 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(None, alias="SUPABASE_JWT_SECRET")
     access_token: SecretStr | None = Field(None, alias="SUPABASE_ACCESS_TOKEN")
     project_ref: str | None = Field(None, alias="SUPABASE_PROJECT_REF")
+    # the Management API's base URL (a replay server in tests); the Metrics API lives under SUPABASE_URL
+    api_url: str = Field("https://api.supabase.com", alias="SUPABASE_API_URL")
+    # SEC-006: where Supabase's advisors come from: the npm CLI when installed, else the Management API (auto)
+    advisors_source: Literal["auto", "cli", "management-api"] = Field("auto", alias="OPSPROOF_ADVISORS_SOURCE")
     alert_webhook_url: SecretStr | None = Field(None, alias="ALERT_WEBHOOK_URL")
     trace_link_template: str = Field("http://127.0.0.1:16686/trace/{trace_id}", alias="TRACE_LINK_TEMPLATE")
     ingest_url: str | None = Field(None, alias="OPSPROOF_INGEST_URL")
@@ -69,9 +79,22 @@ class Settings(BaseSettings):
     # `opsproof evidence keygen PATH`); unset on the embedded default = .opsproof/keys/evidence-ed25519.pem
     signing_key: str | None = Field(None, alias="OPSPROOF_SIGNING_KEY")
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        """Only what resolve_settings() hands over: it is the one reader of the environment and the .env (and
+        records where each value came from); pydantic-settings must not read them behind its back."""
+        return (init_settings,)
+
     # where each setting came from (alias -> source) and which .env file was read; set by resolve_settings()
     _sources: dict = PrivateAttr(default_factory=dict)
     _env_file: str | None = PrivateAttr(default=None)
+    _name: str | None = PrivateAttr(default=None)  # the target's name: embedded, env, or a named target
+
+    @property
+    def name(self) -> str:
+        """The target's name: `embedded`, `env`, or a named target of targets.toml (its own evidence chain)."""
+        return self._name or self.target
 
     @field_validator("db_url", "replica_db_url")
     @classmethod
@@ -129,7 +152,7 @@ class Settings(BaseSettings):
 
     def describe(self) -> dict:
         """The target actually used, without a secret: kind, host, port, database, and each setting's source."""
-        out: dict = {"kind": self.target}
+        out: dict = {"name": self.name, "kind": self.target}
         if self.db_url is not None:
             out.update(_dsn_summary(self.db_url.get_secret_value()))
         else:
@@ -151,7 +174,8 @@ class Settings(BaseSettings):
         parts = [f"OPSPROOF_TARGET from {src.get('OPSPROOF_TARGET', DEFAULT)}"]
         if "SUPABASE_DB_URL" in src:
             parts.append(f"SUPABASE_DB_URL from {src['SUPABASE_DB_URL']}")
-        return f"{self.target} target {self.host()} ({', '.join(parts)})"
+        label = self.target if self.name == self.target else f"{self.name} ({self.target})"
+        return f"{label} target {self.host()} ({', '.join(parts)})"
 
     def require_reachable(self, timeout: int = 10) -> None:
         """Connect once (`select 1`); unreachable or refused = UsageError naming the target (never its secret)."""
@@ -162,7 +186,7 @@ class Settings(BaseSettings):
         if self.db_url is None:
             raise UsageError(_missing_db_url(self))
         try:
-            with psycopg.connect(self.db_url.get_secret_value(), connect_timeout=timeout,
+            with psycopg.connect(self.db_url.get_secret_value(), connect_timeout=timeout, prepare_threshold=None,
                                  application_name="opsproof-preflight") as conn:
                 conn.execute("select 1")
         except psycopg.Error as exc:
@@ -262,6 +286,9 @@ def resolve_settings(target: str | None = None) -> Settings:
         if values.get("OPSPROOF_TARGET") != target:
             sources["OPSPROOF_TARGET"] = COMMAND_LINE
         values["OPSPROOF_TARGET"] = target
+    target_name = values.get("OPSPROOF_TARGET", "embedded")
+    if target_name not in BUILTIN_TARGETS:  # a named target (targets.toml): its own variables, its own evidence
+        _apply_named(targets_mod.get(target_name), values, sources, layer)
     chosen = values.get("OPSPROOF_TARGET", "embedded")
     if chosen == "embedded":
         stack_files = dict(read_env(paths.stack_env_file()))
@@ -282,9 +309,33 @@ def resolve_settings(target: str | None = None) -> Settings:
             sources[field.alias] = DEFAULT
     settings._sources = sources
     settings._env_file = str(env_path) if env_path else None
+    settings._name = target_name
     if settings.target != "embedded" and settings.db_url is None:
         raise UsageError(_missing_db_url(settings))
     return settings
+
+
+def _apply_named(named, values: dict[str, str], sources: dict[str, str], layer) -> None:
+    """Fill the settings from the variables the named target names (environment > .env, like any setting); its
+    kind becomes OPSPROOF_TARGET. A variable it names but nobody set is an error (exit 2), never a fallback to the
+    generic SUPABASE_* settings or the embedded stack."""
+    from_file = f"targets.toml:{named.name}"
+    values["OPSPROOF_TARGET"] = named.settings_kind
+    for alias, var in named.env_names().items():
+        value, source = layer(var)
+        if value is None:
+            if alias == "SUPABASE_DB_URL" or named.kind == "supabase":
+                raise UsageError(f"target {named.name}: {var} (its {alias}) is not set in the environment or .env")
+            continue
+        values[alias], sources[alias] = value, f"{var} from {source}"
+    if named.kind == "supabase":  # the generic settings of another target must not leak into this one
+        for alias in set(ENV_ALIASES_OF_TARGET) - set(named.env_names()):
+            values.pop(alias, None)
+            sources.pop(alias, None)
+    if named.project_ref:
+        values["SUPABASE_PROJECT_REF"], sources["SUPABASE_PROJECT_REF"] = named.project_ref, from_file
+    if named.production:
+        values["OPSPROOF_PRODUCTION"], sources["OPSPROOF_PRODUCTION"] = "true", from_file
 
 
 def _export(env_path: Path | None, dotenv: dict[str, str]) -> None:

@@ -88,6 +88,7 @@ class RunJournal(_Model):
     waivers_expired: list[dict[str, Any]] = Field(default_factory=list)
     target: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
+    health: dict[str, Any] | None = None  # opsproof.health.score(): score 0-100, components, caps, formula
 
 
 def summarize(entries: list[dict]) -> dict[str, int]:

@@ -29,6 +29,9 @@ class Slo(_Strict):
     success_pct_min: float = 98.0
     p95_ms_max: float = 2500.0
     burn_rate_windows_hours: list[int] = Field(default_factory=lambda: [1, 6])
+    # SLO-002/003's traffic: "contract" = ops.requests (ops.slo_snapshot); "gateway" = the project's REST/Auth
+    # requests from Supabase's edge logs (Management API logs query; needs SUPABASE_ACCESS_TOKEN + PROJECT_REF)
+    source: Literal["contract", "gateway"] = "contract"
 
 
 class Watchlist(_Strict):
@@ -43,6 +46,25 @@ class Watchlist(_Strict):
     ci_self_heal_triggers_max: int = 0
     ci_branch: str = "main"
     trace_coverage_pct_min: float = 100.0
+
+
+class Traces(_Strict):
+    """WCH-005's trace source: "contract" = ops.spans (ops.trace_coverage); "jaeger" / "tempo" = that backend's
+    HTTP query API at query_url (Jaeger GET /api/traces, Tempo GET /api/search), asked for the window's canary tasks."""
+    backend: Literal["contract", "jaeger", "tempo"] = "contract"
+    query_url: str = ""
+    service: str = "plane.worker"            # the service.name of the spans' resource (Jaeger's `service`)
+    operation: str = "agent.task.execute"
+    token_env: str = ""                      # NAME of an env var holding a bearer token for the query API
+    timeout_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _url(self) -> "Traces":
+        if self.backend != "contract" and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.query_url):
+            raise ValueError(f"backend {self.backend!r} needs query_url = the http(s) base URL of its query API")
+        if self.token_env and not re.fullmatch(r"[A-Z_][A-Z0-9_]{0,127}", self.token_env):
+            raise ValueError("token_env must be the NAME of an environment variable, never a token")
+        return self
 
 
 class Security(_Strict):
@@ -139,6 +161,15 @@ class Cadence(_Strict):
     partitions_ahead_days: int = 7
 
 
+class Resources(_Strict):
+    """[resources]: RES-001 (disk) and RES-002 (connections); hosted = the Metrics API, embedded = Postgres itself."""
+
+    disk_used_pct_max: float = Field(80.0, gt=0, le=100)
+    connections_used_pct_max: float = Field(80.0, gt=0, le=100)
+    # the embedded default has no volume of its own: its database size is judged against this budget
+    disk_budget_bytes: int = Field(8 * 1024 ** 3, gt=0)
+
+
 class Evidence(_Strict):
     retention_days: int = 35
     compress_after_days: int = 7
@@ -183,6 +214,69 @@ class CodeScans(_Strict):
         return v
 
 
+class Health(_Strict):
+    """[health]: the health score's weights and caps (src/opsproof/health.py; docs/operations.md "Health score")."""
+
+    weights: dict[Literal["slo", "watchlist", "compliance", "incidents"], float] = Field(
+        default_factory=lambda: {"slo": 40.0, "watchlist": 20.0, "compliance": 30.0, "incidents": 10.0})
+    severity_weights: dict[Literal["critical", "high", "medium", "low"], float] = Field(
+        default_factory=lambda: {"critical": 4.0, "high": 3.0, "medium": 2.0, "low": 1.0})
+    critical_cap: int = Field(49, ge=0, le=100)      # a critical control failing or erroring caps the score here
+    error_cap: int = Field(69, ge=0, le=100)         # any control that cannot show its measurement caps it here
+    failing_cap: int = Field(89, ge=0, le=100)       # any other failing control: never "all green"
+    incident_penalty: float = Field(25.0, ge=0, le=100)   # per open incident, off the incidents component
+    open_incident_cap: int = Field(79, ge=0, le=100)       # an open incident caps the score here
+
+    @field_validator("weights")
+    @classmethod
+    def _some_weight(cls, v: dict) -> dict:
+        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("weights must be >= 0 and not all 0")
+        return v
+
+
+class BurnRule(_Strict):
+    """One multi-window burn-rate rule (SRE workbook): fires when the burn rate over BOTH windows is >= factor."""
+
+    factor: float = Field(..., gt=0)
+    long_s: int = Field(..., gt=0)
+    short_s: int = Field(..., gt=0)
+    severity: Literal["critical", "high", "medium", "low"] = "critical"
+
+    @model_validator(mode="after")
+    def _short_within_long(self) -> "BurnRule":
+        if self.short_s >= self.long_s:
+            raise ValueError("short_s must be shorter than long_s")
+        return self
+
+
+WATCH_ACTIONS = ("throttle", "quarantine", "pause_replayer", "big_red_button")
+
+
+class Watch(_Strict):
+    """[watch]: `opsproof watch` (src/opsproof/watch/): cadence, windows, alert-only or act, actions, burn rules."""
+
+    interval_s: float = Field(300.0, gt=0, le=86400)         # MONITORING_INTERVAL
+    window_s: int = Field(3600, ge=60)                       # what a tick measures: the last window_s seconds
+    long_window_s: int = Field(86400, ge=60)                 # sparse controls (batches a few times a day)
+    long_window_controls: list[str] = Field(default_factory=lambda: ["BUD-003", "WCH-003", "WCH-004", "WCH-005"])
+    mode: Literal["alert", "act"] = "alert"                  # "act": the actions below, through the incident levers
+    allow_on_production: bool = False                        # act on a target marked production
+    # breach -> action ("burn:<rule>" = a burn-rate rule firing); a breach not listed only alerts
+    actions: dict[str, Literal["throttle", "quarantine", "pause_replayer", "big_red_button"]] = Field(
+        default_factory=lambda: {"SLO-001": "throttle", "SLO-003": "throttle", "burn:page": "throttle",
+                                 "WCH-002": "quarantine", "WCH-003": "pause_replayer"})
+    throttle_step_pct: float = Field(50.0, gt=0, lt=100)    # throttle: agent.concurrency lowered by this share
+    throttle_min: int = Field(1, ge=1)
+    rollback_webhook: bool = True                            # throttle also posts the CI rollback (self-heal hook)
+    big_red_button: bool = False                             # a critical breach pulls the emergency stop
+    recovery: Literal["resume", "auto"] = "resume"           # auto: resumed after recovery_ticks clean ticks
+    recovery_ticks: int = Field(3, ge=1)
+    burn_rules: dict[str, BurnRule] = Field(default_factory=lambda: {
+        "page": BurnRule(factor=14.4, long_s=3600, short_s=300, severity="critical"),
+        "ticket": BurnRule(factor=6.0, long_s=21600, short_s=1800, severity="medium")})
+
+
 DEFAULT_FLAGS: dict[str, Any] = {
     "autonomy.emergencyStop": False,
     "autonomy.mode": "FULL",
@@ -199,12 +293,16 @@ class Policy(_Strict):
     budgets: Budgets = Field(default_factory=Budgets)
     slo: Slo = Field(default_factory=Slo)
     watchlist: Watchlist = Field(default_factory=Watchlist)
+    traces: Traces = Field(default_factory=Traces)
     security: Security = Field(default_factory=Security)
     cadence: Cadence = Field(default_factory=Cadence)
     evidence: Evidence = Field(default_factory=Evidence)
     drills: Drills = Field(default_factory=Drills)
     telemetry: Telemetry = Field(default_factory=Telemetry)
     code_scans: CodeScans = Field(default_factory=CodeScans)
+    resources: Resources = Field(default_factory=Resources)
+    health: Health = Field(default_factory=Health)
+    watch: Watch = Field(default_factory=Watch)
     source: str = Field(default="<defaults>", exclude=True)
     sha256: str = Field(default="", exclude=True)
 

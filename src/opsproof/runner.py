@@ -74,8 +74,6 @@ def preflight(extra: list[str]) -> tuple[Settings, Path, Path, list[str]]:
     from opsproof import policy as policy_mod
 
     target, rest = take_option(list(extra), "--target")
-    if target is not None and target not in ("embedded", "env"):
-        raise UsageError(f"--target {target}: must be embedded or env")
     policy_arg, rest = take_option(rest, "--policy")
     evidence_arg, rest = take_option(rest, "--evidence-dir")
     settings = resolve_settings(target)  # after it, the .env's OPSPROOF_HOME/PROJECT_DIR are in effect
@@ -130,7 +128,7 @@ def run_suite(marker: str, extra: list[str], with_plane: bool = True) -> int:
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     say(f"opsproof: {settings.describe_line()}")
     proj = paths.project_dir()
-    common = [f"--target={settings.target}", f"--policy={policy_path}", f"--evidence-dir={evidence_dir}"]
+    common = [f"--target={settings.name}", f"--policy={policy_path}", f"--evidence-dir={evidence_dir}"]
     if settings.target == "embedded":
         ensure_embedded(with_plane=with_plane, log=say)
         if marker == "daily":
@@ -139,7 +137,7 @@ def run_suite(marker: str, extra: list[str], with_plane: bool = True) -> int:
             subprocess.call([sys.executable, "-m", "opsproof.cli", "cadence", "daily", *common], cwd=str(proj))
     # the child inherits the environment resolve_settings() completed from the .env (and the file's path);
     # the suite kind is explicit: a narrower selection is still this kind's run (and RED for what did not run)
-    plugin = [f"--opsproof-suite={SUITE_OF[marker]}", f"--opsproof-target={settings.target}",
+    plugin = [f"--opsproof-suite={SUITE_OF[marker]}", f"--opsproof-target={settings.name}",
               f"--opsproof-policy={policy_path}", f"--opsproof-evidence-dir={evidence_dir}"]
     argv = [sys.executable, "-m", "pytest", "-m", marker, *plugin, *to_plugin_args(rest)]
     return subprocess.call(argv, cwd=str(proj))

@@ -22,7 +22,7 @@ VALUE_OPTIONS = (
     ("--opsproof-suite", "opsproof_suite", None, f"suite kind: {', '.join(KINDS)} (default: from `-m <kind>` "
      "over the whole suite, else adhoc)"),
     ("--opsproof-target", "opsproof_target", "opsproof_target",
-     "embedded (the private stack, default) or env (SUPABASE_* settings)"),
+     "embedded (the private stack, default), env (SUPABASE_* settings) or a named target of targets.toml"),
     ("--opsproof-policy", "opsproof_policy", "opsproof_policy", "posture policy file (default: opsproof.toml)"),
     ("--opsproof-catalog", "opsproof_catalog", "opsproof_catalog", "control catalog (default: controls.toml)"),
     ("--opsproof-waivers", "opsproof_waivers", "opsproof_waivers",

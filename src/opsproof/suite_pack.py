@@ -64,7 +64,27 @@ def results_document(st: SuiteState) -> dict:
     }
     if interrupted:
         doc["summary"]["interrupted"] = sum(1 for r in st.results if r["verdict"] == "interrupted")
+    doc["health"] = _health(st, not_run)
     return journal.validate(doc)
+
+
+def _health(st: SuiteState, not_run: list[dict]) -> dict:
+    """The health score of this run (opsproof.health): its entries, what never ran (unmeasured), the open incidents
+    (None when they cannot be read: capped, never credited)."""
+    from opsproof import health
+    from opsproof.measure import incident as measure_incident
+
+    entries = list(st.results)
+    if st.catalog is not None:
+        for m in not_run:
+            row = st.catalog.controls.get(m.get("id"))
+            if row is not None:
+                entries.append({"id": row.id, "area": row.area, "severity": row.severity, "verdict": "not_run"})
+    try:
+        open_incidents = measure_incident.open_incidents(st.target).result if st.target is not None else None
+    except Exception:  # noqa: BLE001 - unknown is not zero
+        open_incidents = None
+    return health.score(entries, st.policy, open_incidents=open_incidents)
 
 
 def write(st: SuiteState) -> None:
@@ -90,7 +110,7 @@ def write(st: SuiteState) -> None:
         reports_mod.write_reports(st, staging, results)
     except ImportError:
         pass
-    metadata = {"target": st.settings.target, "host": st.settings.host(), "target_detail": st.settings.describe(),
+    metadata = {"target": st.settings.target, "target_name": st.settings.name, "host": st.settings.host(), "target_detail": st.settings.describe(),
                 "opsproof_version": __version__,
                 "policy": st.policy.source, "policy_sha256": st.policy.sha256, "run_id": st.run_id,
                 "suite": st.kind, "runner_host": socket.gethostname(), "started": st.started.isoformat(),
@@ -111,6 +131,7 @@ def write(st: SuiteState) -> None:
                else results["verdict"] + (f" ({summary['waived']} waived)" if summary.get("waived") else "")
                + (f", {len(results['not_run'])} catalog control(s) not run" if results["not_run"] else ""))
     label = "" if st.kind == "daily" else f" [{st.kind}]"
+    verdict += f", health {results['health']['score']}/100"
     print(f"\nopsproof: evidence pack {path}{label} ({verdict}: {summary})")
     report = Path(path) / st.name("report", "html")
     if report.exists():

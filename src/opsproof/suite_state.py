@@ -44,7 +44,9 @@ class SuiteState:
         self.missing_from_run: list[dict] = []  # catalog controls of this kind that were not collected
         self.saved_signals: dict = {}
         self.user_reports: dict[str, Path] = {}
-        self.root = options.evidence_dir
+        from opsproof.targets import evidence_root
+
+        self.root = evidence_root(options.evidence_dir, settings.name)  # a named target: its own chain
 
     def name(self, base: str, ext: str | None = None) -> str:
         """This run's file names in the day's pack (evidence/daypack.py decides who owns what): the daily owns the

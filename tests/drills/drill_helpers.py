@@ -49,6 +49,7 @@ class DrillRun:
         self.run_id, self.evidence = run_id, tmp / f"evidence-{run_id}"
         self.out_path = tmp / f"drill-{run_id}.out"
         argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "drill", "-q", "-p", "no:randomly",
+                "--opsproof-suite=drill",  # a one-file drill run is still the drill kind's run (RED for what did not run)
                 f"--opsproof-policy={policy or dh.policy}", f"--opsproof-evidence-dir={self.evidence}", *args]
         self._fh = self.out_path.open("w")
         self.t0 = time.monotonic()

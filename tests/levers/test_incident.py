@@ -16,9 +16,11 @@ import httpx
 import psycopg
 import pytest
 
+from opsproof import journal
 from opsproof import policy as policy_mod
 from opsproof.errors import UsageError
 from opsproof.levers import incident as inc
+from opsproof.measure import incident as mi
 from opsproof.plane.supervisor import Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +56,7 @@ def db(stack):
 
 
 def state(conn) -> dict:
-    md5 = inc.table_md5(conn)
+    md5 = mi.table_md5(conn).result
     md5["incidents"] = conn.execute(
         "select md5(coalesce(string_agg(i::text, '|' order by i.id), '')) from ops.incidents i").fetchone()[0]
     md5["incident_rows"] = conn.execute("select count(*) from ops.incidents").fetchone()[0]
@@ -138,6 +140,10 @@ def test_emergency_stop_stops_the_live_plane_and_resume_restores_exactly(ctx, db
     r = doc["response"]
     assert r["verified"], r["problems"]
     assert 0 < r["time_to_effect_s"] < 30 and not r["timed_out"]
+    # every check names the statement that measured it (measure/incident.py)
+    assert [c["what"] for c in r["checks"]][:2] == ["plane heartbeats reflect the flags",
+                                                  "no task claimed and no outbox event published after the stop"]
+    assert all("from ops." in c["query"] for c in r["checks"])
     f = flags(db)
     assert f["autonomy.emergencyStop"] is True and f["agents.autonomousEnabled"] is False
     assert f["outbox.relayEnabled"] is False and f["dlq.replayEnabled"] is False
@@ -308,8 +314,30 @@ def test_cli_handle_resume_and_incident_test(plane, db):
     assert res.returncode == 0, res.stderr
     res = cli("incident", "test", "--json", home=plane["home"], timeout=240)
     assert res.returncode == 0, res.stdout + res.stderr
-    out = json.loads(res.stdout)
-    assert [r["lever"] for r in out] == ["emergency_stop", "soft_degrade", "rollback", "monitor"]
-    assert all(r["ok"] and r["restored_exactly"] for r in out), out
+    out = json.loads(res.stdout)  # one journal entry of kind "rehearsal" per lever
+    assert [e["title"] for e in out] == [f"incident lever {n} rehearsal"
+                                         for n in ("emergency_stop", "soft_degrade", "rollback", "monitor")]
+    assert all(e["kind"] == "rehearsal" and e["id"] is None and e["verdict"] == "pass" for e in out), out
+    for e in out:
+        journal.Entry.model_validate(e)
+        assert [r["name"] for r in e["records"]] == ["time to effect", "resume verified", "tables restored byte-for-byte"]
+        assert all(r["verdict"] == "pass" and r["query"] for r in e["records"]), e
+        effect = e["records"][0]
+        assert effect["unit"] == "s" and effect["measured"] <= effect["threshold"]
+        restored = e["records"][2]
+        assert restored["measured"] == restored["threshold"] and "md5" in restored["query"]
+    after = state(db)
+    assert (after["feature_flags"], after["budgets"]) == (before["feature_flags"], before["budgets"])
+
+
+def test_rehearsal_without_a_measured_effect_is_an_error_not_a_pass(ctx, db):
+    """No false green: a lever whose effect nobody measured (verification off) is an error, whatever else held."""
+    import dataclasses
+
+    before = state(db)
+    entry = inc.rehearse_lever(dataclasses.replace(ctx, verify=False), "emergency_stop", dict(inc.TEST_CASES)["emergency_stop"])
+    assert entry.kind == "rehearsal" and entry.id is None and entry.verdict == "error", entry
+    assert "not measured" in entry.message
+    assert [r.name for r in entry.records] == ["resume verified", "tables restored byte-for-byte"]
     after = state(db)
     assert (after["feature_flags"], after["budgets"]) == (before["feature_flags"], before["budgets"])

@@ -33,6 +33,9 @@ class Case:
     # optional: callable(stack, evidence_dir) run BEFORE inject, e.g. lay down "yesterday's" pack in the
     # case's evidence dir (the case's suite run then writes today's pack next to it)
     prepare: Callable[..., object] | None = None
+    # SQL steps run as the stack's `postgres` (hosted-shaped, not a superuser); True runs them as the bootstrap
+    # superuser, for faults only a superuser can make (e.g. rewriting audit rows behind the trigger's back)
+    superuser: bool = False
 
 
 def all_cases() -> list[Case]:

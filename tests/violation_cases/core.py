@@ -102,6 +102,7 @@ CASES = [
          # restore the row (not delete it): the suite run appended rows chained after it
          undo="set session_replication_role = replica; update ops.audit_log set reason = 'to be tampered' "
               "where action = 'violation.test'; set session_replication_role = origin",
+         superuser=True,  # only a superuser can bypass the chain's trigger
          why="an audit row rewritten behind the trigger's back"),
     Case(name="SEC-001", red={"SEC-001": "fail"},
          # the portal check stays (SEC-003's portal x role matrix is unchanged): only the tenant predicate goes

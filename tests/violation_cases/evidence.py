@@ -58,7 +58,7 @@ def _lay_down_yesterday(state: dict):
     def prepare(stack, evidence_dir: Path) -> None:
         yesterday = (clock.today() - timedelta(days=1)).isoformat()
         proc, _ = run_suite(_stack_home(stack), evidence_dir, "-m", "daily", "-k", "test_audit_chain",
-                            f"--opsproof-date={yesterday}")
+                            "--opsproof-suite=daily", f"--opsproof-date={yesterday}")
         anchor_file = Path(evidence_dir) / yesterday / "audit_anchor.json"
         if not anchor_file.is_file():
             raise AssertionError("prepare: yesterday's pack holds no audit_anchor.json\n"

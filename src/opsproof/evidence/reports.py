@@ -7,7 +7,7 @@ xdist workers: Allure results are written by the workers):
 
 `write_reports(state, staging, results)` runs at pack-write time (controller) and returns the names it wrote:
 compliance[-<kind>].json/.html and the single-file Allure report allure-report[-<kind>].html (with the kind's
-history kept in the evidence root, so trends show across days).
+history kept in the evidence root, so trends show across days), and the health dashboard (opsproof.dashboard).
 """
 
 from __future__ import annotations
@@ -418,4 +418,10 @@ def write_reports(state, staging: Path, results: dict) -> list[str]:
             written.append(name)
         else:
             print(f"\nopsproof: allure report not generated: {res.reason}")
+    try:  # the health dashboard (opsproof.dashboard): dashboard[-<kind>].html, and the evidence tree's index.html
+        from opsproof.dashboard import write_dashboard
+
+        written += write_dashboard(state, staging, results)
+    except Exception as exc:  # a view of the pack: failing to draw it never loses the pack itself
+        print(f"\nopsproof: dashboard not written: {type(exc).__name__}: {str(exc)[:200]}")
     return written

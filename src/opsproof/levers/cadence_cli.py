@@ -25,7 +25,7 @@ app = typer.Typer(help="The operational cadence: maintenance, rehearsals and the
 
 def _suite_args(settings, policy_path: Path, root: Path) -> list[str]:
     """What `opsproof daily` hands its pytest run (opsproof.runner.preflight parses these)."""
-    return [f"--target={settings.target}", f"--policy={policy_path}", f"--evidence-dir={root}"]
+    return [f"--target={settings.name}", f"--policy={policy_path}", f"--evidence-dir={root}"]
 
 
 def _go(schedule: str, only: Optional[List[str]], evidence_dir: Optional[Path], no_pack: bool, as_json: bool,
@@ -77,7 +77,9 @@ def _go(schedule: str, only: Optional[List[str]], evidence_dir: Optional[Path], 
             from opsproof.evidence.signing import signer_for
 
             try:
-                pack = cadence.write_pack(root, schedule, ctx.run_id, entries,
+                from opsproof.targets import evidence_root
+
+                pack = cadence.write_pack(evidence_root(root, settings.name), schedule, ctx.run_id, entries,
                                           {"by": f"opsproof cadence {schedule}", "target": settings.target,
                                            "host": settings.host(), "target_detail": settings.describe(),
                                            "policy": str(pol.source), "policy_sha256": pol.sha256},
@@ -109,7 +111,7 @@ _DIR = typer.Option(None, "--evidence-dir", help="evidence root [default: <proje
 _NOPACK = typer.Option(False, "--no-pack", help="do not write the cadence's entries into today's evidence pack")
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 _POLICY = typer.Option(None, "--policy", help="opsproof.toml")
-_TARGET = typer.Option(None, "--target", help="embedded or env [default: OPSPROOF_TARGET from the environment, "
+_TARGET = typer.Option(None, "--target", help="embedded, env or a named target of targets.toml [default: OPSPROOF_TARGET from the environment, "
                        ".env, else embedded]")
 _NOSUITES = typer.Option(False, "--no-suites", help="only the cadence's own tasks, not the suite runs it schedules")
 

@@ -2,7 +2,8 @@
 
 The two doors every lever goes through:
 - `connect(dsn, ...)` / `connection(where, ...)`: the one connection factory (application_name, timeouts,
-  autocommit; `prepare_threshold=None` for a transaction pooler such as Supavisor/PgBouncer);
+  autocommit; never server-side prepared statements, so it works behind a transaction pooler such as
+  Supavisor/PgBouncer);
 - `audit(conn, action=..., target=..., reason=..., run_id=...)`: the one audited write (ops.audit), keyword
   arguments only, refused on a target without the audit chain.
 """
@@ -22,7 +23,6 @@ from opsproof.errors import OpsproofError
 AUDIT_SIGNATURE = "ops.audit(text,text,text,text,text,jsonb,uuid)"
 ACTOR = "opsproof"
 APP_NAME = "opsproof-levers"
-_UNSET: Any = object()
 
 
 class LeverError(OpsproofError):
@@ -35,16 +35,17 @@ def owner_tag(run_id: str) -> str:
 
 
 def connect(dsn: str, *, application_name: str = APP_NAME, connect_timeout: float = 10, autocommit: bool = True,
-            statement_timeout_ms: int | None = None, prepare_threshold: int | None = _UNSET) -> psycopg.Connection:
+            statement_timeout_ms: int | None = None, prepare_threshold: int | None = None) -> psycopg.Connection:
     """The one way a lever opens a connection of its own (the caller closes it, or uses it as a context manager).
 
-    prepare_threshold=None disables server-side prepared statements (needed behind a transaction pooler)."""
+    prepare_threshold=None (the default) disables server-side prepared statements: behind a transaction pooler
+    a server connection serves many clients, and a second client's `_pg3_0` collides with the first's.
+    statement_timeout_ms travels as a startup option, which PgBouncer refuses ("unsupported startup parameter"):
+    behind a pooler use `set local statement_timeout` inside the transaction instead."""
     kwargs: dict[str, Any] = {"autocommit": autocommit, "connect_timeout": max(1, int(connect_timeout)),
-                              "application_name": application_name}
+                              "application_name": application_name, "prepare_threshold": prepare_threshold}
     if statement_timeout_ms is not None:
         kwargs["options"] = f"-c statement_timeout={int(statement_timeout_ms)}"
-    if prepare_threshold is not _UNSET:
-        kwargs["prepare_threshold"] = prepare_threshold
     return psycopg.connect(dsn, **kwargs)
 
 

@@ -5,6 +5,13 @@ the server ends the session and the lock is free again (no stale lock to clean).
 its connection's application_name ("opsproof-drill <run id> <host>:<pid>") and by the audit row written
 when it took the lock (owner, run id, host, pid, started). A second run fails fast naming the holder, or
 waits up to `wait_s` seconds (`pytest -m drill --drill-wait 300`).
+
+Poolers: through a session-mode pooler (Supabase's pooler on port 5432, PgBouncer pool_mode=session) the
+client owns its server session, so the lock holds; when the client goes away the pooler resets the server
+session (DISCARD ALL releases advisory locks). Through a transaction-mode pooler (port 6543) a session lock
+would stay on a pooled server connection that other clients then use, held by nobody: drills are refused
+before anything is taken, with one line naming the session-mode URL (found by the DSN's port 6543 or by
+probing whether two clients share a server session: opsproof.target.db.pooler_mode).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from opsproof.levers.common import LeverError, audit, connect, owner_tag, require_audit
+from opsproof.target.db import describe_connect_error, dsn_port, pooler_mode, session_mode_url
 
 # pg_try_advisory_lock(int4, int4): classid/objid in pg_locks, objsubid = 2
 LOCK_CLASS = 0x0D5F  # "opsproof"
@@ -32,6 +40,27 @@ class DrillLockBusy(LeverError):
         who = describe_holder(holder)
         how = f"after waiting {waited_s:.0f}s" if waited_s else "(fail fast; --drill-wait SECONDS to wait)"
         super().__init__(f"another drill run holds the drill lock on this target {how}: {who}")
+
+
+class DrillLockUnsupported(LeverError):
+    """The target is reached through a transaction-mode pooler: no session, so no drill lock (one line)."""
+
+    def __init__(self, dsn: str):
+        port = dsn_port(dsn)
+        super().__init__(
+            f"drills need a session-mode connection, and SUPABASE_DB_URL{f' (port {port})' if port else ''} is a "
+            f"transaction-mode pooler where the drill lock cannot hold: use the session-mode pooler "
+            f"{session_mode_url(dsn)} (same host, port 5432) or the direct connection")
+
+
+def refuse_transaction_pooler(dsn: str) -> None:
+    """Raise DrillLockUnsupported when `dsn` reaches a transaction-mode pooler (port 6543 or found by probing)."""
+    try:
+        mode = pooler_mode(dsn)
+    except psycopg.Error as exc:
+        raise LeverError(describe_connect_error(exc)) from None
+    if mode == "transaction":
+        raise DrillLockUnsupported(dsn)
 
 
 def describe_holder(h: dict) -> str:
@@ -95,6 +124,7 @@ class DrillLock:
         return out
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 0.5) -> "DrillLock":
+        refuse_transaction_pooler(self.dsn)
         conn = connect(self.dsn, application_name=self.app_name)
         try:
             require_audit(conn)

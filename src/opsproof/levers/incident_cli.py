@@ -137,7 +137,8 @@ def snapshot(reason: str = typer.Option("operator: known good", "--reason"),
 
 @app.command("test")
 def test_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Run every lever against the embedded target and restore it (needs `opsproof stack up` + `plane up`)."""
+    """Run every lever against the embedded target and restore it (needs `opsproof stack up` + `plane up`);
+    exit 1 when any lever's rehearsal is not a pass."""
     from opsproof.config import resolve_settings
     from opsproof.levers import incident as inc
 
@@ -149,9 +150,9 @@ def test_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     except OpsproofError as exc:
         _fail(exc)
         return
-    if as_json:
-        typer.echo(json.dumps(results, indent=2, default=str))
-    bad = [r["lever"] for r in results if not r["ok"]]
+    if as_json:  # one journal entry (kind "rehearsal") per lever
+        typer.echo(json.dumps([e.model_dump(mode="json") for e in results.values()], indent=2, default=str))
+    bad = [name for name, e in results.items() if e.verdict != "pass"]
     if bad:
         typer.echo(f"opsproof: incident levers failed: {', '.join(bad)}", err=True)
         raise typer.Exit(1)

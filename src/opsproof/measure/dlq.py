@@ -1,6 +1,6 @@
-"""What a DLQ replay did (the replay rails drill's proof of a hard stop): items stamped replayed, tasks
-re-created, the ops.dlq_replays row. Every function takes a Target or a psycopg Connection -- the drill reads
-inside its own transaction, where its drill-made items live."""
+"""The DLQ: what a replay did (the replay rails drill's proof of a hard stop: items stamped replayed, tasks
+re-created, the ops.dlq_replays row) and a task's dead letters. Every function takes a Target or a psycopg
+Connection -- the drill reads inside its own transaction, where its drill-made items live."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ RAILS_TASKS_SQL = ("select count(*) from ops.agent_tasks where payload->>'drill'
 RAILS_SUCCEEDED_SQL = ("select count(*) from ops.agent_tasks where payload->>'drill' = %s and payload ? 'rails' "
                        "and status = 'succeeded'")
 REPLAY_ROW_SQL = "select status, items, bytes, reason from ops.dlq_replays where id = %s"
+TASK_ENTRIES_SQL = "select id, error from ops.dlq where task_id = %s"
 
 
 def replayed_items(db, ids: list[int]) -> Measurement[int]:
@@ -38,3 +39,9 @@ def replay_row(db, replay_id: int) -> Measurement[dict | None]:
     params = (replay_id,)
     got = _db.rows(db, REPLAY_ROW_SQL, params)
     return Measurement(got[0] if got else None, REPLAY_ROW_SQL, params)
+
+
+def task_entries(db, task_id: int) -> Measurement[list[dict]]:
+    """The DLQ entries of one agent task ({"id", "error"})."""
+    params = (task_id,)
+    return Measurement(_db.rows(db, TASK_ENTRIES_SQL, params), TASK_ENTRIES_SQL, params)

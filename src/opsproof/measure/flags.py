@@ -31,7 +31,11 @@ def _truthy(v) -> bool:
 def read_flags(conn: psycopg.Connection) -> Flags:
     """The ONE way a flag is read: ops.effective_flags (leased overrides included, expired ones ignored).
     A missing flag reads as its fail-safe value (stop on, features off)."""
-    rows = dict(conn.execute("select key, value from ops.effective_flags").fetchall())
+    return flags_from(dict(conn.execute("select key, value from ops.effective_flags").fetchall()))
+
+
+def flags_from(rows: dict) -> Flags:
+    """The interpretation of the effective flags' {key: value} (missing = fail-safe), for a caller that read them."""
     return Flags(
         emergency_stop=_truthy(rows.get("autonomy.emergencyStop", True)),
         autonomous_enabled=_truthy(rows.get("agents.autonomousEnabled", False)),

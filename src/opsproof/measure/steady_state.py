@@ -26,7 +26,7 @@ DEFAULT_COMPONENTS = ("plane.sink", "plane.ingest", "plane.worker", "plane.relay
 
 def _connect(dsn: str, timeout_s: float) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s)),
-                           application_name="opsproof-measure")
+                           application_name="opsproof-measure", prepare_threshold=None)  # pooler-safe
 
 
 @contextmanager

@@ -9,6 +9,13 @@ POST /webhooks/n8n -- n8n@'s signed webhooks.
   409 same key + same body: the stored first response as the body, header Idempotent-Replayed: true,
       no second effect;
   422 same key + different body.
+  A body with "task": {"kind", "payload"?, "tenant_id"?, "canary"?} also enqueues one ops.agent_tasks row in
+  the same transaction (response gains "task_id", "trace_id").
+  Tracing (opentelemetry-sdk): the W3C `traceparent` header is extracted with the SDK's propagator
+  (`opentelemetry.propagate.extract`); each webhook is one SERVER span `POST /webhooks/n8n` (child of the
+  caller's span when a traceparent came in), exported into ops.spans; an enqueued task carries the trace
+  id and the span's `traceparent` (injected with the same propagator) so the worker's agent.task.execute
+  span is its child on the same trace. Responses carry `X-Trace-Id` and `traceparent`.
   Idempotency is the database's: the key row (ops.idempotency_keys, primary key) is inserted with
   ON CONFLICT DO NOTHING in the same transaction as the effect; a concurrent resend blocks on the
   unique index until the first commits, then finds the stored response. No Python lock.
@@ -34,6 +41,9 @@ import time
 import uuid
 
 import psycopg
+from opentelemetry import trace as otel_trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
@@ -42,7 +52,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from opsproof.plane import common
+from opsproof.plane import common, span_export
 from opsproof.plane.settings import PlaneSettings
 from opsproof.webhook_sig import sign, signed_headers, verify  # noqa: F401 (the one definition; re-exported)
 
@@ -82,13 +92,45 @@ def make_app(settings: PlaneSettings) -> Starlette:
         except psycopg.Error as exc:
             log.warning("could not record request: %s", type(exc).__name__)
 
+    tracer = otel_trace.get_tracer("opsproof.plane.ingest")
+
     def trace_of(request: Request) -> str:
-        tp = request.headers.get("traceparent", "")
-        parts = tp.split("-")
-        return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex
+        """The caller's trace id (W3C traceparent, via the SDK's propagator), else a new one."""
+        sc = otel_trace.get_current_span(extract(request.headers)).get_span_context()
+        return format(sc.trace_id, "032x") if sc.is_valid else uuid.uuid4().hex
+
+    def task_of(payload) -> tuple[dict | None, str | None]:
+        """The optional task a webhook enqueues; (None, error) when it is malformed."""
+        t = payload.get("task") if isinstance(payload, dict) else None
+        if t is None:
+            return None, None
+        if not isinstance(t, dict) or not isinstance(t.get("kind"), str) or not 0 < len(t["kind"]) <= 64 \
+                or not isinstance(t.get("payload", {}), dict):
+            return None, "task must be {kind: str, payload?: object, tenant_id?: uuid, canary?: bool}"
+        try:
+            tenant = str(uuid.UUID(t["tenant_id"])) if t.get("tenant_id") else None
+        except (ValueError, TypeError, AttributeError):
+            return None, "task.tenant_id is not a UUID"
+        return {"kind": t["kind"], "payload": dict(t.get("payload") or {}), "tenant_id": tenant,
+                "canary": bool(t.get("canary", False))}, None
 
     async def webhook(request: Request) -> JSONResponse:
-        t0, trace = time.perf_counter(), trace_of(request)
+        with tracer.start_as_current_span("POST /webhooks/n8n", context=extract(request.headers), kind=SpanKind.SERVER,
+                                          attributes={"http.request.method": "POST", "url.path": "/webhooks/n8n",
+                                                      "opsproof.flow": "ingest"}) as span:
+            sc = span.get_span_context()
+            trace_id = format(sc.trace_id, "032x") if sc.is_valid else trace_of(request)
+            resp = await _webhook(request, trace_id, span)
+            span.set_attribute("http.response.status_code", resp.status_code)
+            span.set_status(Status(StatusCode.ERROR if resp.status_code >= 500 else StatusCode.UNSET))
+            carrier: dict[str, str] = {}
+            inject(carrier)
+            if "traceparent" in carrier:
+                resp.headers["traceparent"] = carrier["traceparent"]
+            return resp
+
+    async def _webhook(request: Request, trace: str, span) -> JSONResponse:
+        t0 = time.perf_counter()
         body = await request.body()
         why = verify(key, request.headers.get("x-timestamp"), request.headers.get("x-signature"), body,
                      settings.signature_tolerance_s)
@@ -103,12 +145,19 @@ def make_app(settings: PlaneSettings) -> Starlette:
             except ValueError:
                 payload = None
                 status, out = 400, {"error": "body is not JSON"}
+            task, bad = task_of(payload) if not status else (None, None)
+            if bad:
+                status, out = 400, {"error": bad}
             if not status:
-                status, out, headers = await _ingest(request.headers["idempotency-key"], body, payload)
+                span.set_attribute("opsproof.idempotency_key", request.headers["idempotency-key"][:200])
+                status, out, headers = await _ingest(request.headers["idempotency-key"], body, payload, task, trace)
+                if out.get("task_id") is not None:
+                    span.set_attribute("task.id", int(out["task_id"]))
         await record("/webhooks/n8n", "POST", status, t0, "primary", trace)
         return JSONResponse(out, status_code=status, headers={**headers, "X-Trace-Id": trace})
 
-    async def _ingest(idem: str, body: bytes, payload) -> tuple[int, dict, dict]:
+    async def _ingest(idem: str, body: bytes, payload, task: dict | None = None,
+                      trace_id: str | None = None) -> tuple[int, dict, dict]:
         digest = hashlib.sha256(body).hexdigest()
         async with state["primary"].connection() as conn:
             async with conn.transaction():
@@ -121,6 +170,16 @@ def make_app(settings: PlaneSettings) -> Starlette:
                            values (%s, 'n8n@', %s) returning id""", (idem, Jsonb(payload)))
                     event_id = (await cur.fetchone())[0]
                     response = {"status": "accepted", "event_id": event_id, "idempotency_key": idem}
+                    if task is not None:
+                        carrier: dict[str, str] = {}
+                        inject(carrier)  # the current (server) span's context, W3C traceparent
+                        cur = await conn.execute(
+                            """insert into ops.agent_tasks (tenant_id, kind, payload, trace_id, canary)
+                               values (%s, %s, %s, %s, %s) returning id""",
+                            (task["tenant_id"], task["kind"], Jsonb({**task["payload"], **carrier,
+                                                                     "ingest_event_id": event_id}),
+                             trace_id, task["canary"]))
+                        response.update(task_id=(await cur.fetchone())[0], trace_id=trace_id)
                     await conn.execute("update ops.idempotency_keys set response = %s where key = %s",
                                        (Jsonb(response), idem))
                     return 201, response, {}
@@ -241,11 +300,15 @@ def main() -> None:
         print("opsproof plane: bad setting N8N_SIGNING_KEY: no n8n@ signing key (N8N_SIGNING_KEY or OPSPROOF_KEY_N8N)",
               file=__import__("sys").stderr)
         raise SystemExit(2)
+    provider = span_export.setup_tracing(COMPONENT, settings.db_url)
     beat = common.HeartbeatThread(settings.db_url, COMPONENT, settings.cycle_s, {"port": settings.ingest_port})
     beat.start()
-    uvicorn.run(make_app(settings), host="127.0.0.1", port=settings.ingest_port, log_level="warning",
-                access_log=False)
-    beat.stop.set()
+    try:
+        uvicorn.run(make_app(settings), host="127.0.0.1", port=settings.ingest_port, log_level="warning",
+                    access_log=False)
+    finally:
+        beat.stop.set()
+        span_export.shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

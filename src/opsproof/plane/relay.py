@@ -5,6 +5,9 @@ embedded stack: the local sink's /outbox), and stamps published_at (lag = publis
 One relay publishes at a time (transaction-level advisory lock), a batch stops at the first failed POST
 (attempts + last_error recorded) so order is never broken. Halts while autonomy.emergencyStop=true or
 outbox.relayEnabled=false (flags re-read every cycle and before every batch).
+An event whose payload carries a W3C `traceparent` (the worker's task events) is published inside an
+OpenTelemetry PRODUCER span `outbox.publish` (child of that context, extracted with the SDK's propagator),
+and the POST carries that span's `traceparent` header to the consumer.
 """
 
 from __future__ import annotations
@@ -15,8 +18,11 @@ import time
 
 import httpx
 import psycopg
+from opentelemetry import trace as otel_trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from opsproof.plane import common
+from opsproof.plane import common, span_export
 from opsproof.plane.settings import PlaneSettings, load_or_exit
 
 log = logging.getLogger("opsproof.plane.relay")
@@ -46,11 +52,18 @@ def publish_batch(conn: psycopg.Connection, client: httpx.Client, url: str, limi
         for oid, created_at, tenant_id, topic, payload in rows:
             event = {"id": oid, "topic": topic, "tenant_id": str(tenant_id) if tenant_id else None,
                      "created_at": created_at.isoformat(), "payload": payload}
+            headers = {"X-Outbox-Id": str(oid)}
+            span = _publish_span(payload, oid, topic)
+            if span is not None:
+                inject(headers, context=otel_trace.set_span_in_context(span))
             try:
-                resp = client.post(url, json=event, headers={"X-Outbox-Id": str(oid)})
+                resp = client.post(url, json=event, headers=headers)
                 ok, err = resp.is_success, f"HTTP {resp.status_code}"
             except httpx.HTTPError as exc:
                 ok, err = False, type(exc).__name__
+            if span is not None:
+                span.set_status(Status(StatusCode.OK) if ok else Status(StatusCode.ERROR, err))
+                span.end()
             if not ok:
                 conn.execute("update ops.outbox set attempts = attempts + 1, last_error = %s where id = %s", (err, oid))
                 break
@@ -60,6 +73,18 @@ def publish_batch(conn: psycopg.Connection, client: httpx.Client, url: str, limi
             conn.execute("""update ops.outbox set published_at = clock_timestamp(), attempts = attempts + 1, last_error = null
                              where id = any(%s)""", (done,))
     return len(done)
+
+
+def _publish_span(payload, oid: int, topic: str):
+    tp = payload.get("traceparent") if isinstance(payload, dict) else None
+    if not isinstance(tp, str):
+        return None
+    ctx = extract({"traceparent": tp})
+    if not otel_trace.get_current_span(ctx).get_span_context().is_valid:
+        return None
+    return otel_trace.get_tracer("opsproof.plane.relay").start_span(
+        "outbox.publish", context=ctx, kind=SpanKind.PRODUCER,
+        attributes={"outbox.id": oid, "messaging.destination.name": topic})
 
 
 def run(settings: PlaneSettings, stop: threading.Event) -> None:
@@ -105,7 +130,11 @@ def main() -> None:
     settings = load_or_exit()
     stopper = common.Stopper().install()
     log.info("relay up -> %s", relay_url(settings))
-    run(settings, stopper.event)
+    provider = span_export.setup_tracing(COMPONENT, settings.db_url)
+    try:
+        run(settings, stopper.event)
+    finally:
+        span_export.shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
+from opentelemetry import trace as otel_trace
+from opentelemetry.trace import Status, StatusCode
 from psycopg.types.json import Jsonb
 
-from opsproof.plane import common
+from opsproof.plane import common, span_export
 from opsproof.plane.settings import load_or_exit
 
 log = logging.getLogger("opsproof.plane.replayer")
@@ -131,6 +133,7 @@ def replay_batch(conn: psycopg.Connection, ids: list[int] | None = None, limit: 
                      bool(payload.get("canary", False)))).fetchone() is not None
             conn.execute("update ops.dlq set replayed_at = now(), replay_status = %s where id = %s",
                          ("replayed" if ok else "failed", dlq_id))
+            _replay_span(payload, dlq_id, task_id, ok, requested_by)
             if ok:
                 replayed.append(dlq_id)
             else:
@@ -142,6 +145,19 @@ def replay_batch(conn: psycopg.Connection, ids: list[int] | None = None, limit: 
         aid = common.audit(conn, requested_by, "dlq.replay", "ops.dlq", f"replayed {len(replayed)} of {items}",
                            run_id, {**detail, "batch_id": str(bid), "failed": failed})
         return ReplayResult("replayed", items, size, failed, None, str(bid), rid, aid, replayed)
+
+
+def _replay_span(payload, dlq_id: int, task_id, ok: bool, requested_by: str) -> None:
+    """One `dlq.replay` span on the replayed task's trace (so its trace view shows the replay)."""
+    trace_id = payload.get("trace_id") if isinstance(payload, dict) else None
+    if not span_export.is_trace_id(trace_id):
+        return
+    span = span_export.start_task_span(otel_trace.get_tracer("opsproof.plane.replayer"), "dlq.replay", trace_id,
+                                       attributes={"dlq.id": dlq_id, "task.id": task_id,
+                                                   "replay.status": "replayed" if ok else "failed",
+                                                   "replay.requested_by": requested_by})
+    span.set_status(Status(StatusCode.OK if ok else StatusCode.ERROR))
+    span.end()
 
 
 def run(settings, stop: threading.Event) -> None:
@@ -185,7 +201,11 @@ def main() -> None:
     settings = load_or_exit()
     stopper = common.Stopper().install()
     log.info("replayer up (auto=%s)", settings.auto_recovery)
-    run(settings, stopper.event)
+    provider = span_export.setup_tracing(COMPONENT, settings.db_url)
+    try:
+        run(settings, stopper.event)
+    finally:
+        span_export.shutdown_tracing(provider)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class PlaneSettings(BaseSettings):
 
     ingest_port: int = Field(0, ge=0, le=65535, alias="OPSPROOF_INGEST_PORT")
     sink_port: int = Field(0, ge=0, le=65535, alias="OPSPROOF_SINK_PORT")
+    trace_view_port: int = Field(0, ge=0, le=65535, alias="OPSPROOF_TRACE_VIEW_PORT")
+    trace_view_url: str | None = Field(None, alias="OPSPROOF_TRACE_VIEW_URL")
     ingest_url: str | None = Field(None, alias="OPSPROOF_INGEST_URL")
     sink_url: str | None = Field(None, alias="OPSPROOF_SINK_URL")
     relay_url: str | None = Field(None, alias="OPSPROOF_RELAY_URL", description="where the relay POSTs outbox events")

@@ -22,13 +22,15 @@ import httpx
 import psycopg
 from pydantic import ValidationError
 
+from opsproof import paths
 from opsproof.envfile import read_env, write_env
 from opsproof.errors import OpsproofError, UsageError
 from opsproof.plane import settings as plane_settings
 from opsproof.stack.ports import free_port
 
-COMPONENTS = ("sink", "ingest", "worker", "relay", "replayer", "gate", "traffic")
-HTTP_COMPONENTS = {"sink": "OPSPROOF_SINK_URL", "ingest": "OPSPROOF_INGEST_URL"}
+COMPONENTS = ("sink", "trace_view", "ingest", "worker", "relay", "replayer", "gate", "traffic")
+HTTP_COMPONENTS = {"sink": "OPSPROOF_SINK_URL", "trace_view": "OPSPROOF_TRACE_VIEW_URL", "ingest": "OPSPROOF_INGEST_URL"}
+TRACE_PATH = "/trace/{trace_id}"
 
 
 @dataclass
@@ -104,6 +106,12 @@ class Supervisor:
         env.setdefault("OPSPROOF_RELAY_URL", env["OPSPROOF_SINK_URL"] + "/outbox")
         if not s.alert_webhook_url:
             env.setdefault("ALERT_WEBHOOK_URL", env["OPSPROOF_SINK_URL"] + "/slack")
+        # trace links open the trace view of ops.spans, unless a trace UI is configured (process env or stack env)
+        stack_env = self.stack_env or Path(os.environ.get("OPSPROOF_STACK_ENV") or paths.stack_env_file())
+        if os.environ.get("TRACE_LINK_TEMPLATE") or read_env(stack_env).get("TRACE_LINK_TEMPLATE"):
+            env.pop("TRACE_LINK_TEMPLATE", None)
+        else:
+            env["TRACE_LINK_TEMPLATE"] = env["OPSPROOF_TRACE_VIEW_URL"] + TRACE_PATH
         env["OPSPROOF_PLANE_DIR"] = str(self.base)
         return env
 

@@ -13,26 +13,32 @@ Rails:
   MAX_RETRY_ATTEMPTS times, then quarantined: status quarantined + quarantined=true + an ops.dlq row +
   an alert (ops.alerts + Slack payload). AUTO_RECOVERY=false: no retry, the first failure quarantines.
 
-Each execution writes an agent.task.execute span (when obs.otelEnabled) and an audit row.
+Each execution is one OpenTelemetry span `agent.task.execute` (opentelemetry-sdk; when obs.otelEnabled) on the
+task's trace (ops.agent_tasks.trace_id; a child of the ingest request's span when the task carries a W3C
+`traceparent` in its payload), exported by a BatchSpanProcessor into ops.spans (span_export.py), and an audit
+row. A canary task's span is flushed before its status commits, so a finished canary always has its span.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import psycopg
+from opentelemetry import trace as otel_trace
+from opentelemetry.propagate import inject
+from opentelemetry.trace import Status, StatusCode
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from opsproof.plane import common, notifier
+from opsproof.plane import common, notifier, span_export
 from opsproof.plane.settings import PlaneSettings, load_or_exit
 
 log = logging.getLogger("opsproof.plane.worker")
@@ -56,8 +62,10 @@ class Task:
 
 
 class WorkerPool:
-    def __init__(self, settings: PlaneSettings, name: str | None = None) -> None:
+    def __init__(self, settings: PlaneSettings, name: str | None = None, provider=None) -> None:
         self.settings = settings
+        self.provider = provider or span_export.setup_tracing(COMPONENT, settings.db_url)
+        self.tracer = self.provider.get_tracer("opsproof.plane.worker")
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.size = settings.worker_pool_max
         self.control = common.connect(settings.db_url, app="opsproof-plane-worker")
@@ -143,45 +151,64 @@ class WorkerPool:
                          (task.tenant_id,)).fetchone()
         elif task.kind in ("notify", "dispatch", "invoice"):
             conn.execute("insert into ops.outbox (tenant_id, topic, payload) values (%s, %s, %s)",
-                         (task.tenant_id, f"task.{task.kind}", Jsonb({"task_id": task.id, "trace_id": task.trace_id})))
+                         (task.tenant_id, f"task.{task.kind}",
+                          Jsonb({"task_id": task.id, "trace_id": task.trace_id, **_traceparent()})))
         else:
             conn.execute("select pg_sleep(0.002)")
         if task.kind == "fail" or payload.get("force_error"):
             raise TaskError(f"forced error in task {task.id} ({task.kind})")
 
-    def _span(self, conn, task: Task, started: float, ms: float, status: str, error: str | None) -> None:
+    def _start_span(self, task: Task):
+        """The task's agent.task.execute span (None when obs.otelEnabled=false)."""
         if self.flags is not None and not self.flags.otel_enabled:
+            return None
+        payload = task.payload if isinstance(task.payload, dict) else {}
+        tp = payload.get("traceparent") if isinstance(payload.get("traceparent"), str) else None
+        return span_export.start_task_span(self.tracer, "agent.task.execute", task.trace_id, tp, attributes={
+            "task.id": task.id, "tenant.id": str(task.tenant_id) if task.tenant_id else None,
+            "task.canary": bool(task.canary), "opsproof.flow": "canary" if task.canary else "agent",
+            "kind": task.kind, "attempt": task.attempts, "worker": self.name})
+
+    def _end_span(self, span, task: Task, status: str, error: str | None = None,
+                  exc: BaseException | None = None) -> None:
+        """End the span (once) and, for a canary, export it now: called before the task's status commits."""
+        if span is None or not span.is_recording():
             return
-        conn.execute(
-            """insert into ops.spans (trace_id, span_id, name, flow, tenant_id, task_id, canary, attributes, started_at, duration_ms)
-               values (%s, %s, 'agent.task.execute', %s, %s, %s, %s, %s, to_timestamp(%s), %s)""",
-            (task.trace_id, uuid.uuid4().hex[:16], "canary" if task.canary else "agent", task.tenant_id, task.id,
-             task.canary, Jsonb({"kind": task.kind, "attempt": task.attempts, "status": status, "worker": self.name,
-                                 "error": error}), started, ms))
+        span.set_attribute("status", status)
+        if error:
+            span.set_attribute("error", error)
+            if exc is not None:
+                span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, error))
+        else:
+            span.set_status(Status(StatusCode.OK))
+        span.end()
+        if task.canary:
+            self.provider.force_flush(2000)
 
     def execute(self, task: Task) -> str:
         started, t0 = time.time(), time.perf_counter()
+        span = self._start_span(task)
         try:
             try:
-                with self.pool.connection() as conn:
+                with self.pool.connection() as conn, _current(span):
                     with conn.transaction():
                         self._work(conn, task)
-                        ms = (time.perf_counter() - t0) * 1000
                         conn.execute("update ops.agent_tasks set status = 'succeeded', finished_at = now(), error = null "
                                      "where id = %s", (task.id,))
-                        self._span(conn, task, started, ms, "ok", None)
                         common.audit(conn, "agents@", "agent.task.execute", f"ops.agent_tasks/{task.id}", "succeeded",
                                      task.trace_id, {"kind": task.kind, "attempt": task.attempts, "canary": task.canary})
+                        self._end_span(span, task, "ok")
                 self.stats["succeeded"] += 1
                 return "succeeded"
             except Exception as exc:  # noqa: BLE001 - any task error is recorded, never kills the pool
-                return self._failed(task, started, (time.perf_counter() - t0) * 1000, exc)
+                return self._failed(task, started, (time.perf_counter() - t0) * 1000, exc, span)
         finally:
             with self.lock:
                 self.inflight -= 1
             self.wake.set()
 
-    def _failed(self, task: Task, started: float, ms: float, exc: Exception) -> str:
+    def _failed(self, task: Task, started: float, ms: float, exc: Exception, span=None) -> str:
         error = f"{type(exc).__name__}: {exc}"[:500]
         retry = self.settings.auto_recovery and task.attempts < self.settings.max_retry_attempts
         with self.pool.connection() as conn:
@@ -197,7 +224,7 @@ class WorkerPool:
                     conn.execute("""insert into ops.dlq (task_id, tenant_id, payload, bytes, error)
                                     values (%s, %s, %s, octet_length(%s::jsonb::text), %s)""",
                                  (task.id, task.tenant_id, Jsonb(body), Jsonb(body), error))
-                self._span(conn, task, started, ms, "error", error)
+                self._end_span(span, task, "error", error, exc)
                 common.audit(conn, "agents@", "agent.task.retry" if retry else "agent.task.quarantine",
                              f"ops.agent_tasks/{task.id}", error, task.trace_id,
                              {"kind": task.kind, "attempt": task.attempts, "max": self.settings.max_retry_attempts})
@@ -215,7 +242,7 @@ class WorkerPool:
                     notifier.notify(conn, self.settings,
                                     severity="critical" if recent >= self.settings.escalation_threshold else "high",
                                     source=COMPONENT, title=f"task {task.id} ({task.kind}) quarantined after "
-                                    f"{task.attempts} attempt(s)", trace_id=task.trace_id,
+                                    f"{task.attempts} attempt(s)", trace_id=task.trace_id, parent=span,
                                     detail={"task_id": task.id, "kind": task.kind, "error": error,
                                             "quarantined_last_hour": recent})
                 finally:
@@ -274,8 +301,22 @@ class WorkerPool:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+        span_export.shutdown_tracing(self.provider)  # flush the queued spans before the process goes
         self.pool.close()
         self.control.close()
+
+
+def _current(span):
+    """Make the task's span the current one (its events then carry its traceparent); a no-op without a span."""
+    if span is None:
+        return contextlib.nullcontext()
+    return otel_trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+
+def _traceparent() -> dict:
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier
 
 
 def _pid_alive(pid: int) -> bool:

@@ -24,6 +24,10 @@ from opsproof.stack.osuser import RunAs, private_dir, reaches, resolve
 from opsproof.stack.supabase_cli import db_push
 
 BOOTSTRAP_SQL = Path(__file__).with_name("sql") / "bootstrap.sql"
+# The bootstrap superuser (initdb -U supabase_admin, as on hosted Supabase): used for setup and the stack's own
+# plumbing only. Everything the product does -- `supabase db push`, the seeder, the suites, levers, cadence -- runs
+# as `postgres`, which is NOT a superuser (hosted Supabase's attributes and memberships: sql/bootstrap.sql).
+SUPERUSER = "supabase_admin"
 REPLICATION_SLOT = "opsproof_replica"
 # Where the cluster's files go when the server account cannot reach the stack home (e.g. a checkout under /root
 # while the server runs as `postgres`): a per-stack 0700 directory owned by that account. /var/tmp, not /tmp: it
@@ -218,12 +222,12 @@ class Stack:
         values = secrets.generate()
         primary, replica = self._instances(state)
         try:
-            self._initdb(primary, runas, values["POSTGRES_PASSWORD"])
+            self._initdb(primary, runas, values["SUPABASE_ADMIN_PASSWORD"])
             primary.start()
             state.save(self.state_file)
             self._write_env(state, values)
             admin = dsn("postgres", values["POSTGRES_PASSWORD"], chosen)
-            self._bootstrap(admin, values)
+            self._bootstrap(dsn(SUPERUSER, values["SUPABASE_ADMIN_PASSWORD"], chosen), values)
             log("bootstrapped Supabase roles and auth schema")
             db_push(admin)
             log("applied supabase/migrations with `supabase db push`")
@@ -271,7 +275,7 @@ class Stack:
         os.chmod(pwfile, 0o600)
         runas.chown(pwfile)
         try:
-            res = runas.run([str(primary.bindir / "initdb"), "-D", str(primary.datadir), "-U", "postgres",
+            res = runas.run([str(primary.bindir / "initdb"), "-D", str(primary.datadir), "-U", SUPERUSER,
                              "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=peer",
                              "--encoding=UTF8", "--locale=C", "--no-sync"], timeout=120)
         finally:
@@ -279,11 +283,12 @@ class Stack:
         if res.returncode != 0:
             raise OpsproofError(f"initdb failed: {res.stderr.strip()[-500:]}")
 
-    def _bootstrap(self, admin: str, values: dict[str, str]) -> None:
-        with psycopg.connect(admin, autocommit=True) as conn:
+    def _bootstrap(self, superuser: str, values: dict[str, str]) -> None:
+        """Run as the bootstrap superuser: roles (a non-superuser `postgres`), auth schema, grants, passwords."""
+        with psycopg.connect(superuser, autocommit=True) as conn:
             conn.execute(BOOTSTRAP_SQL.read_text())
-            for role, key in (("authenticator", "AUTHENTICATOR_PASSWORD"), ("replicator", "REPLICATOR_PASSWORD"),
-                              ("supabase_admin", "POSTGRES_PASSWORD")):
+            for role, key in (("postgres", "POSTGRES_PASSWORD"), ("authenticator", "AUTHENTICATOR_PASSWORD"),
+                              ("replicator", "REPLICATOR_PASSWORD"), (SUPERUSER, "SUPABASE_ADMIN_PASSWORD")):
                 conn.execute(psycopg.sql.SQL("alter role {} password {}").format(
                     psycopg.sql.Identifier(role), psycopg.sql.Literal(values[key])))
 
@@ -295,7 +300,7 @@ class Stack:
                              (secrets.fingerprint(values[secrets.env_key_for(account)]), account))
 
     def _make_replica(self, primary: Instance, replica: Instance, runas: RunAs, password: str) -> None:
-        with psycopg.connect(self.admin_dsn(), autocommit=True) as conn:
+        with psycopg.connect(self.superuser_dsn(), autocommit=True) as conn:
             conn.execute("select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name = %s",
                          (REPLICATION_SLOT,))
         env = dict(os.environ, PGPASSWORD=password)
@@ -323,18 +328,30 @@ class Stack:
     def _write_env(self, state: StackState, values: dict[str, str]) -> None:
         out = {
             "OPSPROOF_TARGET": "embedded",
+            # what the suites, levers, seeder and `supabase db push` use: `postgres`, not a superuser (as hosted)
             "SUPABASE_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.port),
             "OPSPROOF_REPLICA_DB_URL": dsn("postgres", values["POSTGRES_PASSWORD"], state.replica_port),
             "OPSPROOF_AUTHENTICATOR_DB_URL": dsn("authenticator", values["AUTHENTICATOR_PASSWORD"], state.port),
             # compressed intervals on the embedded stack (production defaults: 30 s probes)
             "OPSPROOF_PLANE_CYCLE_S": "1",
             "OPSPROOF_PROBE_INTERVAL_S": "1",
+            "OPSPROOF_WATCH_INTERVAL_S": "10",  # the watch's MONITORING_INTERVAL (production default: 300 s)
         }
+        if values.get("SUPABASE_ADMIN_PASSWORD"):
+            # the bootstrap superuser: read by stack/ internals only (Stack.superuser_dsn), never by the product
+            out["OPSPROOF_SUPERUSER_DB_URL"] = dsn(SUPERUSER, values["SUPABASE_ADMIN_PASSWORD"], state.port)
         out.update({k: values[k] for k in secrets.SECRET_KEYS if k in values})
         write_env(self.env_file, out)
 
     def admin_dsn(self) -> str:
+        """The DSN the product uses (SUPABASE_DB_URL): `postgres`, with hosted Supabase's privileges."""
         return self.env()["SUPABASE_DB_URL"]
+
+    def superuser_dsn(self) -> str:
+        """The bootstrap superuser's DSN (OPSPROOF_SUPERUSER_DB_URL), for the stack's own plumbing only. A stack
+        made before the superuser split has none: its `postgres` is the superuser."""
+        env = self.env()
+        return env.get("OPSPROOF_SUPERUSER_DB_URL") or env["SUPABASE_DB_URL"]
 
     def down(self, log=print) -> bool:
         state = self.state()

@@ -30,6 +30,7 @@ def generate() -> dict[str, str]:
     jwt_secret = secrets.token_urlsafe(48)
     values = {
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "SUPABASE_ADMIN_PASSWORD": secrets.token_urlsafe(24),   # the bootstrap superuser: stack plumbing only
         "AUTHENTICATOR_PASSWORD": secrets.token_urlsafe(24),
         "REPLICATOR_PASSWORD": secrets.token_urlsafe(24),
         "SUPABASE_JWT_SECRET": jwt_secret,
@@ -42,7 +43,7 @@ def generate() -> dict[str, str]:
 
 
 SECRET_KEYS = (
-    "POSTGRES_PASSWORD", "AUTHENTICATOR_PASSWORD", "REPLICATOR_PASSWORD",
+    "POSTGRES_PASSWORD", "SUPABASE_ADMIN_PASSWORD", "AUTHENTICATOR_PASSWORD", "REPLICATOR_PASSWORD",
     "SUPABASE_JWT_SECRET", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY",
     *(env_key_for(a) for a in SERVICE_ACCOUNTS),
 )

@@ -155,6 +155,7 @@ sp as (
          round((extract(epoch from t.finished_at - t.started_at) * 1000)::numeric, 3)::float8
     from t
    where t.finished_at is not null
+  on conflict do nothing  -- a re-seeded range (a rewound seeded_until) must not abort the whole seed
   returning 1
 ),
 lg as (

@@ -1,4 +1,10 @@
-"""The target's Postgres: one pool per session; `as_user(claims)` does exactly what PostgREST does per request."""
+"""The target's Postgres: one pool per session; `as_user(claims)` does exactly what PostgREST does per request.
+
+Pooler-safe by construction (Supabase's transaction pooler on port 6543, PgBouncer in transaction mode): no
+server-side prepared statements (`prepare_threshold=None` on every connection: a pooled server connection
+may already hold another client's `_pg3_0`), and no session state carried across statements: whatever must
+hold for a while is transaction-local (`set local`, `set_config(..., true)`, `pg_advisory_xact_lock`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,11 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from opsproof.errors import OpsproofError, UsageError
+
+# Every connection to the target: autocommit, no server-side prepared statements (transaction poolers).
+CONNECT_KWARGS: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
+SUPABASE_TRANSACTION_POOLER_PORT = 6543
+SESSION_POOLER_PORT = 5432
 
 
 def describe_connect_error(exc: Exception) -> str:
@@ -35,18 +46,74 @@ def _contract_errors() -> Iterator[None]:
         raise OpsproofError(describe_connect_error(exc)) from None
 
 
+def _configure(conn: psycopg.Connection) -> None:
+    """Belt and braces for the pool: whatever a caller passes, a pooled connection never prepares."""
+    conn.prepare_threshold = None
+
+
+def dsn_port(dsn: str) -> int | None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        port = str(conninfo_to_dict(dsn).get("port") or "").split(",")[0]
+        return int(port) if port else None
+    except (psycopg.Error, ValueError):
+        return None
+
+
+def session_mode_url(dsn: str) -> str:
+    """The same target on the session-mode port (5432 on Supabase's pooler host), password masked: safe to print."""
+    from urllib.parse import quote
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        d = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return f"the same host on port {SESSION_POOLER_PORT}"
+    user = quote(str(d.get("user") or "postgres"), safe=".")
+    host = str(d.get("host") or d.get("hostaddr") or "localhost").split(",")[0]
+    return f"postgresql://{user}:***@{host}:{SESSION_POOLER_PORT}/{d.get('dbname') or 'postgres'}"
+
+
+def probe_shared_sessions(dsn: str, *, connect_timeout: int = 10) -> bool:
+    """True when two clients are served by the same server session, i.e. a transaction-mode pooler.
+
+    `SHOW pool_mode` is not answered on a pooler's client port, so probe (writing no session state): client A
+    runs one statement and goes idle -- a transaction pooler hands its server connection back, and serves the
+    next client's statement with it (PgBouncer reuses the last released server first); directly or through a
+    session pooler client B, connected while A still is, always has a server session of its own.
+    """
+    kw = dict(CONNECT_KWARGS, connect_timeout=connect_timeout, application_name="opsproof-pooler-probe")
+    with psycopg.connect(dsn, **kw) as a, psycopg.connect(dsn, **kw) as b:
+        pid_a = a.execute("select pg_backend_pid()").fetchone()[0]
+        pid_b = b.execute("select pg_backend_pid()").fetchone()[0]
+        return pid_a == pid_b
+
+
+def pooler_mode(dsn: str, *, probe: bool = True) -> str | None:
+    """'transaction' when the DSN reaches a transaction-mode pooler (Supabase's port 6543, or found by probing),
+    else None (a direct connection or a session-mode pooler: one client, one server session)."""
+    if dsn_port(dsn) == SUPABASE_TRANSACTION_POOLER_PORT:
+        return "transaction"
+    if probe and probe_shared_sessions(dsn):
+        return "transaction"
+    return None
+
+
 class Target:
     """A pooled connection to the target database."""
 
     def __init__(self, dsn: str, *, min_size: int = 1, max_size: int = 4, timeout: float = 10):
         self._dsn = dsn
         try:
-            with psycopg.connect(dsn, connect_timeout=int(timeout)) as probe:
+            with psycopg.connect(dsn, connect_timeout=int(timeout), **CONNECT_KWARGS) as probe:
                 probe.execute("select 1")
         except psycopg.Error as exc:
             raise UsageError(describe_connect_error(exc)) from None
         self.pool = ConnectionPool(dsn, min_size=min_size, max_size=max_size, open=True,
-                                   kwargs={"autocommit": True, "connect_timeout": int(timeout)})
+                                   kwargs={**CONNECT_KWARGS, "connect_timeout": int(timeout)},
+                                   configure=_configure)
 
     def close(self) -> None:
         self.pool.close()

@@ -6,6 +6,11 @@ ManagementApi(token, project_ref)     GET https://api.supabase.com/v1/projects/{
     .latest_backup_age_hours()        -> float              (newest COMPLETED backup or PITR point)
     .health(services)                 -> {"db": "ACTIVE_HEALTHY", ...}   (/health?services=...)
     .security_advisors()              -> list[Lint]         (/advisors/security)
+    .logs_query(sql, start, end)      -> list[dict]         (/analytics/endpoints/logs.all: edge_logs & co.)
+from_settings(settings)               -> ManagementApi | None (SUPABASE_ACCESS_TOKEN + SUPABASE_PROJECT_REF set;
+                                                              base URL SUPABASE_API_URL)
+metrics_text(settings)                -> (url, Prometheus text) of https://<ref>.supabase.co/customer/v1/
+                                         privileged/metrics (HTTP Basic: service_role + the service role key)
 sign_request(key, body, ts)           -> {"X-Timestamp", "X-Signature"}: the plane's n8n@ scheme
 post_signed(url, key, body, idem)     -> httpx.Response: POST with signature + Idempotency-Key
 
@@ -196,6 +201,75 @@ class ManagementApi:
             return [Lint.model_validate(x) for x in (data or {}).get("lints", [])]
         except (ValidationError, AttributeError):
             raise OpsproofError("Management API security advisors: unexpected shape") from None
+
+    def logs_query(self, sql: str, start: datetime, end: datetime) -> list[dict]:
+        """Rows of one SQL query over the project's logs (edge_logs, auth_logs, ...) between start and end.
+
+        The platform caps a query's range at 24 hours (the caller splits longer windows); the answer is
+        {"result": [...], "error": null}: an error in the document is an OpsproofError, never an empty result."""
+        if (end - start).total_seconds() > 24 * 3600:
+            raise UsageError("logs query: the Management API accepts at most 24 hours per query")
+        params = {"sql": sql, "iso_timestamp_start": _iso(start), "iso_timestamp_end": _iso(end)}
+        data = self._get("/analytics/endpoints/logs.all", params=params)
+        if not isinstance(data, dict):
+            raise OpsproofError("Management API logs query: unexpected shape")
+        if data.get("error"):
+            err = data["error"]
+            text = err.get("message") if isinstance(err, dict) else err
+            raise OpsproofError(f"Management API logs query failed: {' '.join(str(text).split())[:200]}")
+        rows = data.get("result")
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise OpsproofError("Management API logs query: no result rows in the answer")
+        return rows
+
+
+def _iso(value: datetime) -> str:
+    return _aware(value).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def from_settings(settings: Any, *, transport: httpx.BaseTransport | None = None) -> ManagementApi | None:
+    """The Management API client of a target, or None when SUPABASE_ACCESS_TOKEN / SUPABASE_PROJECT_REF are unset."""
+    if getattr(settings, "access_token", None) is None or not getattr(settings, "project_ref", None):
+        return None
+    base = getattr(settings, "api_url", None) or DEFAULT_BASE_URL
+    return ManagementApi(settings.access_token, settings.project_ref, base, transport=transport)
+
+
+METRICS_PATH = "/customer/v1/privileged/metrics"
+
+
+def metrics_configured(settings: Any) -> bool:
+    return bool(getattr(settings, "supabase_url", None)) and getattr(settings, "service_role_key", None) is not None
+
+
+def metrics_url(settings: Any) -> str:
+    url = str(getattr(settings, "supabase_url", "") or "").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise UsageError("bad setting SUPABASE_URL: expected https://<project-ref>.supabase.co")
+    return url + METRICS_PATH
+
+
+def metrics_text(settings: Any, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None) -> tuple[str, str]:
+    """(url without credentials, Prometheus exposition text) of the project's Metrics API."""
+    url = metrics_url(settings)
+    key = settings.service_role_key
+    key = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+    if not key:
+        raise UsageError("missing setting SUPABASE_SERVICE_ROLE_KEY: needed for the Metrics API")
+    where = f"Metrics API GET {httpx.URL(url).copy_with(query=None)}"
+    try:
+        with httpx.Client(timeout=timeout, transport=transport) as client:
+            resp = client.get(url, auth=("service_role", key), headers={"Accept": "text/plain"})
+    except httpx.TimeoutException:
+        raise OpsproofError(f"{where}: timed out") from None
+    except httpx.HTTPError as exc:
+        raise OpsproofError(f"{where}: unreachable ({type(exc).__name__})") from None
+    if resp.status_code in (401, 403):
+        raise UsageError("Metrics API refused the service role key")
+    if not resp.is_success:
+        raise OpsproofError(f"{where}: HTTP {resp.status_code}")
+    return url, resp.text
 
 
 def _as_bytes(body: bytes | str | dict | list) -> bytes:

@@ -8,6 +8,12 @@
                                            the count read from Content-Range ("0-0/42"): no row ever
                                            crosses the wire, so the 1000-row response cap never matters
     cross_tenant_read(settings, ...)    -> (own_count, cross_count) as one tenant user
+    session_client(settings, token)     -> a client whose bearer is a REAL access token (issued by Auth)
+    anon_client(settings)               -> the anon key alone (no user)
+    admin_create_user / sign_in / admin_delete_user
+                                        -> the Auth admin API (service role) and password sign-in: a test
+                                           user with app_metadata, its access token, its deletion. Works on
+                                           projects with asymmetric JWT signing keys (Auth signs the token).
 
 Errors are one line (opsproof.errors); a key, the JWT secret or a minted token never appears in one.
 """
@@ -184,3 +190,63 @@ def cross_tenant_read(settings: Settings, table: str, as_tenant: Any, as_role: s
     finally:
         close(client)
     return own, cross
+
+
+# -- real users through the Auth API (no minted tokens) -------------------------------------------------------
+
+def session_client(settings: Settings, access_token: str) -> Client:
+    """A client that presents `access_token` (issued by Supabase Auth) as the bearer, the anon key as apikey."""
+    url = _url(settings)
+    anon = _require(settings, "anon_key", "as the apikey of per-user REST requests")
+    return _create(url, anon, _options(authorization=f"Bearer {access_token}"))
+
+
+def anon_client(settings: Settings) -> Client:
+    """The public anon key alone: what anyone on the internet can present."""
+    url = _url(settings)
+    return _create(url, _require(settings, "anon_key", "for anonymous REST reads"), _options())
+
+
+def _auth_error(what: str, exc: BaseException) -> OpsproofError:
+    status = getattr(exc, "status", None)
+    code = getattr(exc, "code", None)
+    if status in (401, 403):
+        return UsageError(f"Auth API {what}: the key was refused ({status})")
+    if isinstance(exc, httpx.TimeoutException):
+        return OpsproofError(f"Auth API {what}: timed out")
+    if isinstance(exc, httpx.HTTPError):
+        return OpsproofError(f"Auth API {what}: unreachable ({type(exc).__name__})")
+    return OpsproofError(f"Auth API {what} failed: {status or ''} {code or type(exc).__name__}".replace("  ", " "))
+
+
+def admin_create_user(admin: Client, email: str, password: str, app_metadata: dict) -> str:
+    """Create a confirmed user with server-controlled app_metadata (tenant_id, app_role); returns its id."""
+    try:
+        res = admin.auth.admin.create_user({"email": email, "password": password, "email_confirm": True,
+                                            "app_metadata": app_metadata})
+    except Exception as exc:  # noqa: BLE001 - supabase_auth raises its own hierarchy and httpx errors
+        raise _auth_error("create user", exc) from None
+    if res is None or res.user is None or not res.user.id:
+        raise OpsproofError("Auth API create user: no user in the answer")
+    return str(res.user.id)
+
+
+def sign_in(settings: Settings, email: str, password: str) -> str:
+    """Password sign-in as that user; returns the access token Auth issued (whatever its signing key)."""
+    client = anon_client(settings)
+    try:
+        res = client.auth.sign_in_with_password({"email": email, "password": password})
+    except Exception as exc:  # noqa: BLE001
+        raise _auth_error("sign in", exc) from None
+    finally:
+        close(client)
+    if res is None or res.session is None or not res.session.access_token:
+        raise OpsproofError("Auth API sign in: no session in the answer")
+    return res.session.access_token
+
+
+def admin_delete_user(admin: Client, user_id: str) -> None:
+    try:
+        admin.auth.admin.delete_user(user_id)
+    except Exception as exc:  # noqa: BLE001
+        raise _auth_error("delete user", exc) from None
