@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.setup-stamp
 NPMSTAMP:= node_modules/.npm-stamp
 
-.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance cadence-daily cadence-weekly cadence-monthly watch doctor report bench test clean
+.PHONY: setup stack stack-down plane plane-down daily gate drills acceptance cadence-daily cadence-weekly cadence-monthly watch doctor report bench bench-rollups test clean
 
 setup: $(STAMP) $(NPMSTAMP)
 
@@ -58,6 +58,10 @@ bench: setup
 	$(BIN)/python bench/bench_seed.py
 	$(BIN)/python bench/bench_plane.py
 	$(BIN)/python bench/bench_daily.py
+
+# rollups (issue 13): 1M and 10M requests/24 h side by side; OPSPROOF_BENCH_100M=1 adds 100M (~10+ GB of disk)
+bench-rollups: setup
+	$(BIN)/python bench/bench_rollups.py
 
 # The project's own tests (engine units, suite-vs-stack, fault injection). Leaves nothing running.
 # The green-posture watch (a service: deploy/systemd/opsproof-watch.service); the embedded default ticks every 10 s

@@ -110,5 +110,13 @@ def test_p95_latency(measured, traffic, policy, window, evidence):
     _artifact(evidence, measured.result, window)
     snapshot = _doc(traffic)
     evidence.require(snapshot.requests > 0, f"no requests in the {window.label} window ({traffic.source})")
-    evidence.check("p95 latency", snapshot.p95_ms, "<=", policy.slo.p95_ms_max, unit=" ms", query=traffic.query,
-                   source=traffic.source, detail={"how": getattr(snapshot, "p95_how", "ops.slo_snapshot")})
+    # a histogram p95 (the rollup, migration 20261203001100) is judged at the top of its stated error bound, so a
+    # true p95 just over the maximum can never pass on the histogram's rounding
+    bound = getattr(snapshot, "p95_error_bound_pct", None) or 0.0
+    p95 = snapshot.p95_ms if snapshot.p95_ms is None or not bound else round(snapshot.p95_ms * (1 + bound / 100), 3)
+    evidence.check("p95 latency" + (f" (histogram estimate + {bound:g}% bound)" if bound else ""), p95, "<=",
+                   policy.slo.p95_ms_max, unit=" ms", query=traffic.query, source=traffic.source,
+                   detail={"how": getattr(snapshot, "p95_how", "ops.slo_snapshot"), "p95_ms": snapshot.p95_ms,
+                           "p95_error_bound_pct": bound or None, "source": getattr(snapshot, "source", None),
+                           "rollup_lag_s": getattr(snapshot, "rollup_lag_s", None),
+                           "rollup_gaps": getattr(snapshot, "rollup_gaps", None)})

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 # The tables top_up() writes: their row counts change with every suite run by design (a stack fingerprint that a
 # case's undo must restore should treat `rows <table>` of these as volatile, or count rows before the top-up).
 TOPPED_UP_TABLES = ("ops.requests", "ops.health_probes", "ops.agent_tasks", "ops.spans", "ops.agent_logs",
-                    "ops.outbox", "ops.dlq_replays", "ops.dlq", "ops.ci_events")
+                    "ops.outbox", "ops.dlq_replays", "ops.dlq", "ops.ci_events",
+                    # the rollup of the above, refreshed after every top-up (ops.rollup_refresh)
+                    "ops.rollup_minute", "ops.rollup_hour", "ops.rollup_dirty", "ops.rollup_state")
 NO_TOP_UP = "OPSPROOF_TEST_TOP_UP"  # env={NO_TOP_UP: "0"}: run on the telemetry exactly as it is (a stopped stream)
 
 
@@ -28,6 +30,7 @@ def top_up(home: Path) -> dict | None:
 
     from opsproof import clock
     from opsproof.stack.manager import Stack, StackState
+    from opsproof.stack.seed import refresh_rollup
     from opsproof.stack.seed import top_up as seed_top_up
 
     st = Stack(home=Path(home))
@@ -46,6 +49,8 @@ def top_up(home: Path) -> dict | None:
 
         with psycopg.connect(st.admin_dsn()) as conn:
             counts = seed_top_up(conn, start, end, seed=state.seed, requests_per_day=state.requests_per_day)
+            # what the plane's gate does every 20 s on a live stack: roll the closed minutes (and the late rows)
+            counts["rollup"] = refresh_rollup(conn)
         state.seeded_until = end.isoformat()
         state.save(st.state_file)
         return counts

@@ -68,6 +68,7 @@ CASES = {
     "slo_snapshot(burn, settle)": lambda t: measure.slo_snapshot(t, START, END, 98, 99.95, burn_hours=[1, 6],
                                                                  settle_s=120),
     "outbox_lag": lambda t: measure.outbox_lag(t, START, END),
+    "rollup_status": lambda t: measure.rollup_status(t, START, END),
     "agent_health": lambda t: measure.agent_health(t, START, END),
     "dlq_health": lambda t: measure.dlq_health(t, START, END),
     "trace_coverage": lambda t: measure.trace_coverage(t, START, END),

@@ -129,6 +129,9 @@ class Telemetry(_Strict):
     # SLO-001: a whole minute that ended less than settle_s before the window's end and has no probe yet is
     # left out of the uptime denominator (its probes may still be arriving); every earlier unprobed minute is down
     settle_s: float = Field(120.0, ge=0, le=900)
+    # TEL-008: the per-minute rollup the SLO / outbox measurements read (migration 20261203001100) must be at most
+    # this far behind now (watermark age; a refresh every minute keeps it under ~180 s) and gap-free over the window
+    rollup_max_lag_s: float = Field(600.0, gt=0)
     health_probes: StreamFreshness = Field(default_factory=lambda: StreamFreshness(**TELEMETRY_STREAMS["health_probes"]))
     requests: StreamFreshness = Field(default_factory=lambda: StreamFreshness(**TELEMETRY_STREAMS["requests"]))
     agent_tasks: StreamFreshness = Field(default_factory=lambda: StreamFreshness(**TELEMETRY_STREAMS["agent_tasks"]))

@@ -67,6 +67,11 @@ class SloSnapshot(_Doc):
     dlq_depth: int
     error_budget: dict[str, Any] = {}
     burn_rates: dict[str, Any] = {}
+    # migration 20261203001100: where the request figures came from and how exact the percentiles are
+    source: str | None = None                 # rollup | rollup+raw | raw
+    p95_error_bound_pct: float | None = None  # p50/p95/p99 are within +- this % of percentile_cont
+    rollup_lag_s: float | None = None
+    rollup_gaps: int | None = None
 
 
 class OutboxLag(_Doc):
@@ -77,6 +82,23 @@ class OutboxLag(_Doc):
     p95_s: float | None
     avg_s: float | None
     max_s: float | None = None
+
+
+class RollupStatus(_Doc):
+    """ops.rollup_status(p_from, p_to): the rollup's watermark, lag and gaps for a window (migration 20261203001100)."""
+
+    rolled_from: Any = None
+    rolled_until: Any = None
+    lag_s: float | None = None
+    gaps: int
+    gap_minutes: list[Any] = []
+    dirty_minutes: int = 0
+    oldest_dirty_age_s: float | None = None
+    window_minutes: int = 0
+    unrolled_minutes: int = 0
+    last_run_at: Any = None
+    last_run: dict[str, Any] | None = None
+    p95_error_bound_pct: float | None = None
 
 
 class AgentHealth(_Doc):

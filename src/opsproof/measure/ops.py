@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from opsproof.measure.models import (AgentHealth, AgentStalls, CiHealth, DlqHealth, FlagState, Measurement, OutboxLag,
-                                     SloSnapshot, TraceCoverage)
+                                     RollupStatus, SloSnapshot, TraceCoverage)
 from opsproof.recorder import MeasurementError
 from opsproof.target.db import Target
 
@@ -57,6 +57,11 @@ def slo_snapshot(target: Target, start: datetime, end: datetime, success_target:
     return _doc(SloSnapshot, target, "ops.slo_snapshot", start, end, float(success_target), float(uptime_target),
                 [int(h) for h in (burn_hours if burn_hours is not None else [1, 6])],
                 float(120.0 if settle_s is None else settle_s))
+
+
+def rollup_status(target: Target, start: datetime, end: datetime) -> Measurement[RollupStatus]:
+    """How current and complete the per-minute rollup is over the window (TEL-008)."""
+    return _doc(RollupStatus, target, "ops.rollup_status", start, end)
 
 
 def outbox_lag(target: Target, start: datetime, end: datetime) -> Measurement[OutboxLag]:

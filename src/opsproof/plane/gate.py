@@ -34,6 +34,10 @@ from opsproof.plane.settings import PlaneSettings, load_or_exit
 
 log = logging.getLogger("opsproof.plane.gate")
 COMPONENT = "plane.gate"
+# The request / probe / outbox rollup (migration 20261203001100): the gate, already the plane's periodic
+# housekeeper, rolls the closed minutes every ROLLUP_INTERVAL_S (a hosted project schedules the same SQL with pg_cron)
+ROLLUP_INTERVAL_S = 20.0
+ROLLUP_SQL = "select ops.rollup_refresh()"
 
 
 @dataclass
@@ -91,6 +95,22 @@ class Gate:
         self.settings = settings
         self.conn = conn or common.connect(settings.db_url, app="opsproof-plane-gate")
         self.successes = 0
+        self.rollup: dict | None = None      # the last ops.rollup_refresh() document
+        self.rollup_supported = True
+
+    def refresh_rollup(self) -> dict | None:
+        """One `select ops.rollup_refresh()` (idempotent, closed minutes only; a concurrent one returns at once).
+        A contract without the rollup is logged once and left alone."""
+        if not self.rollup_supported:
+            return None
+        try:
+            with self.conn.transaction():
+                self.rollup = self.conn.execute(ROLLUP_SQL).fetchone()[0]
+        except psycopg.errors.UndefinedFunction:
+            self.rollup_supported = False
+            log.warning("ops.rollup_refresh() is missing (apply migration 20261203001100): no rollup maintenance")
+            return None
+        return self.rollup
 
     def step(self) -> StepResult:
         s = self.settings
@@ -174,9 +194,13 @@ class Gate:
 def run(settings: PlaneSettings, stop: threading.Event) -> None:
     gate = Gate(settings)
     next_probe = 0.0
+    next_rollup = 0.0
     last: StepResult | None = None
     while not stop.is_set():
         try:
+            if time.monotonic() >= next_rollup:
+                next_rollup = time.monotonic() + ROLLUP_INTERVAL_S
+                gate.refresh_rollup()
             if time.monotonic() >= next_probe:
                 next_probe = time.monotonic() + settings.probe_interval_s
                 last = gate.step()
@@ -184,7 +208,9 @@ def run(settings: PlaneSettings, stop: threading.Event) -> None:
                 last.healed = gate.heal_stale_pause()  # between probes too (30 s apart in production)
             common.heartbeat(gate.conn, COMPONENT, {
                 "target": last.target if last else None, "failures": last.consecutive_failures if last else None,
-                "last_probe": last.probe.detail if last else None, "interval_s": settings.probe_interval_s})
+                "last_probe": last.probe.detail if last else None, "interval_s": settings.probe_interval_s,
+                "rollup": {k: (gate.rollup or {}).get(k) for k in ("rolled_until", "lag_s", "new_minutes", "raw_rows",
+                                                                   "duration_ms")} if gate.rollup else None})
         except psycopg.Error as exc:
             log.warning("gate db error (%s); reconnecting", type(exc).__name__)
             try:

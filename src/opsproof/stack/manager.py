@@ -183,16 +183,22 @@ class Stack:
             if gap >= timedelta(minutes=1):
                 from opsproof.stack.seed import top_up
 
+                from opsproof.stack.seed import refresh_rollup
+
                 with psycopg.connect(self.admin_dsn()) as conn:
                     top_up(conn, last, now, seed=state.seed, requests_per_day=state.requests_per_day,
                            streams=("agent_tasks", "dlq_replays", "ci_events"))
+                    refresh_rollup(conn)  # catch the rollup up over the minutes the stack was down
                 state.seeded_until = now.isoformat()
                 state.save(self.state_file)
             return
         days = max(1, math.ceil(gap / timedelta(days=1)))
+        from opsproof.stack.seed import refresh_rollup
+
         with psycopg.connect(self.admin_dsn()) as conn:
             counts = run_seed(conn, days=days, requests_per_day=state.requests_per_day,
                               seed=state.seed + int(last.timestamp() // 86400))
+            refresh_rollup(conn)  # the seed rolled its own days; this fills the minutes before them
         state.seeded_until = counts["window"]["to"]
         state.save(self.state_file)
         log(f"seeded the {gap.total_seconds() / 3600:.0f} h since the last seed ({days} day(s), "
@@ -249,12 +255,13 @@ class Stack:
                 # close the seam the seeding and the backup took (the seed ends at a whole minute): the plane,
                 # started next, continues the probes within seconds, so no whole minute goes unprobed (SLO-001)
                 from opsproof import clock
-                from opsproof.stack.seed import top_up
+                from opsproof.stack.seed import refresh_rollup, top_up
 
                 now = clock.now()
                 with psycopg.connect(admin) as conn:
                     top_up(conn, datetime.fromisoformat(state.seeded_until), now, seed=seed,
                            requests_per_day=requests_per_day)
+                    refresh_rollup(conn)  # the seed rolled its history; roll the seam's closed minutes too
                 state.seeded_until = now.isoformat()
                 state.save(self.state_file)
         except BaseException:

@@ -308,6 +308,7 @@ def seed(conn: psycopg.Connection, days: int = 35, requests_per_day: int = 20000
         counts["ci_events"] = _evenly(cur, SQL_CI, seed, t0, tail_s, days * ci_per_day)
         cur.execute(SQL_ALERTS, {"seed": seed, "t0": t0, "end": end, "count": max(1, days // 5)})
         counts["alerts"] = cur.rowcount
+        counts["rollup"] = {"raw_rows_rolled": write_rollup(cur, t0, end)}  # a dict: not a table's row count
         for table in TELEMETRY:  # small tables: fresh planner statistics now; autovacuum analyzes the partitions
             if table.removeprefix("ops.") not in PARTITIONED:
                 cur.execute(f"analyze {table}")
@@ -415,7 +416,40 @@ def _stopped_streams(cur, start: datetime) -> set[str]:
     return out
 
 
+ROLLUP_TABLES = ("ops.rollup_minute", "ops.rollup_hour", "ops.rollup_dirty")
+
+
+def _has_rollup(cur) -> bool:
+    cur.execute("select to_regclass('ops.rollup_state') is not null")
+    return bool(cur.fetchone()[0])
+
+
+def write_rollup(cur, start: datetime, end: datetime) -> int | None:
+    """Roll the seeded minutes [start, end) into ops.rollup_minute / rollup_hour (migration 20261203001100): one
+    set-based insert ... select per day (ops.rollup_range), and move the watermark over them. Returns the raw rows
+    read (None on a contract without the rollup)."""
+    if not _has_rollup(cur):
+        return None
+    cur.execute("select ops.rollup_range(%s, %s)", (start, end))
+    return int(cur.fetchone()[0] or 0)
+
+
+def refresh_rollup(conn: psycopg.Connection, max_minutes: int = 100_000) -> dict | None:
+    """`select ops.rollup_refresh(...)`: roll every closed minute since the watermark (and any late / missing one).
+    What the embedded stack runs after seeding and after a top-up; None on a contract without the rollup."""
+    with _tx(conn) as cur:
+        if not _has_rollup(cur):
+            return None
+        cur.execute("select ops.rollup_refresh(%s)", (int(max_minutes),))
+        return cur.fetchone()[0]
+
+
 def clear(conn: psycopg.Connection) -> None:
-    """Empty the telemetry tables (and restart their ids) for a reseed. Flags, budgets, accounts stay."""
+    """Empty the telemetry tables (and restart their ids) for a reseed, with their rollup. Flags, budgets, accounts
+    stay."""
     with _tx(conn) as cur:
         cur.execute(f"truncate {', '.join(TELEMETRY)} restart identity")
+        if _has_rollup(cur):
+            cur.execute(f"truncate {', '.join(ROLLUP_TABLES)}")
+            cur.execute("update ops.rollup_state set rolled_from = null, rolled_until = null, last_run_at = null, "
+                        "last_run = null")
