@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from opsproof.stack.manager import Stack
@@ -39,3 +40,34 @@ def stack(stack_home) -> Stack:
 @pytest.fixture(scope="session")
 def admin_dsn(stack) -> str:
     return stack.admin_dsn()
+
+
+@pytest.fixture(scope="module")
+def scratch_db(stack):
+    """A factory of fresh databases on the session stack with the bootstrap and every migration applied (as the
+    bootstrap superuser, like `opsproof stack up`); all dropped at module end."""
+    import uuid
+
+    from psycopg.conninfo import make_conninfo
+
+    repo = Path(__file__).resolve().parents[1]
+    bootstrap = repo / "src" / "opsproof" / "stack" / "sql" / "bootstrap.sql"
+    admin_dsn = stack.superuser_dsn()
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"test_scratch_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_dsn, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"')
+        made.append(name)
+        dsn = make_conninfo(admin_dsn, dbname=name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(bootstrap.read_text())
+            for path in sorted((repo / "supabase" / "migrations").glob("*.sql")):
+                conn.execute(path.read_text())
+        return dsn
+
+    yield make
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        for name in made:
+            conn.execute(f'drop database if exists "{name}" with (force)')

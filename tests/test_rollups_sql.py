@@ -6,46 +6,18 @@ from __future__ import annotations
 import json
 import math
 import random
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
-REPO = Path(__file__).resolve().parents[1]
-MIGRATIONS = REPO / "supabase" / "migrations"
-BOOTSTRAP = REPO / "src" / "opsproof" / "stack" / "sql" / "bootstrap.sql"
 BOUND = 2 ** (1 / 128) - 1          # the stated relative bound of a histogram quantile
 M = timedelta(minutes=1)
 H = timedelta(hours=1)
 ROLLUP_MD5 = ("select md5(string_agg(concat_ws('|', minute, requests, errors, lat_idx, "
               "lat_cnt, probes, probes_ok, ob_events, ob_published, ob_idx, ob_cnt), ';' order by minute)) "
               "from ops.rollup_minute where minute < %s")
-
-
-@pytest.fixture(scope="module")
-def scratch_db(stack):
-    admin_dsn = stack.superuser_dsn()
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"test_roll_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        made.append(name)
-        dsn = make_conninfo(admin_dsn, dbname=name)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(BOOTSTRAP.read_text())
-            for path in sorted(MIGRATIONS.glob("*.sql")):
-                conn.execute(path.read_text())
-        return dsn
-
-    yield make
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _doc(conn, sql: str, params=()) -> dict:

@@ -4,50 +4,22 @@ freshness judgement, and the seeder's top-up — against real Postgres, each in 
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import make_conninfo
 
 from opsproof.measure import freshness
 from opsproof.measure.models import TelemetryFreshness
 from opsproof.policy import Telemetry
 from opsproof.stack import seed as seeder
 
-REPO = Path(__file__).resolve().parents[1]
-MIGRATIONS = REPO / "supabase" / "migrations"
-BOOTSTRAP = REPO / "src" / "opsproof" / "stack" / "sql" / "bootstrap.sql"
 
 W0 = datetime(2026, 1, 10, tzinfo=timezone.utc)
 M = timedelta(minutes=1)
 S = timedelta(seconds=1)
 STREAMS = {"health_probes", "requests", "agent_tasks", "spans", "outbox", "dlq_replays", "dlq", "ci_events"}
-
-
-@pytest.fixture(scope="module")
-def scratch_db(stack):
-    admin_dsn = stack.superuser_dsn()   # the bootstrap runs as the bootstrap superuser (supabase_admin)
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"test_tel_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_dsn, autocommit=True) as conn:
-            conn.execute(f'create database "{name}"')
-        made.append(name)
-        dsn = make_conninfo(admin_dsn, dbname=name)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(BOOTSTRAP.read_text())
-            for path in sorted(MIGRATIONS.glob("*.sql")):
-                conn.execute(path.read_text())
-        return dsn
-
-    yield make
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        for name in made:
-            conn.execute(f'drop database if exists "{name}" with (force)')
 
 
 def _doc(conn, sql: str, params=()) -> dict:
